@@ -7,7 +7,6 @@ import os
 import sys
 from typing import Annotated, Optional
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -19,28 +18,28 @@ DEBUG_ENV = "GHNORTH_DEBUG"
 
 def report_error(message: str) -> None:
     """Print one error line on stderr."""
-    click.echo(f"ghnorth: error: {message}", err=True)
+    typer.echo(f"ghnorth: error: {message}", err=True)
 
 
 class GhnorthGroup(TyperGroup):
     """Turns known errors into one line on stderr and exit code 1 (a traceback only in debug)."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except GhnorthError as exc:
             if os.environ.get(DEBUG_ENV):
                 raise
             report_error(str(exc))
-            raise click.exceptions.Exit(1) from None
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             report_error("interrupted")
-            raise click.exceptions.Exit(130) from None
+            raise typer.Exit(130) from None
         except BrokenPipeError:
             # The reader of our stdout went away (e.g. `| head`): nothing more to say.
-            raise click.exceptions.Exit(141) from None
+            raise typer.Exit(141) from None
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx) -> list[str]:
         # Keep the order in which commands were registered (the README's order).
         return list(self.commands)
 

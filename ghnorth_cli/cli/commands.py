@@ -1,4 +1,6 @@
 """Imports every command module so that each registers itself on the app (in help order)."""
 
 # isort: off
-# (filled in as commands land)
+from ghnorth_cli.cli import init  # noqa: F401
+from ghnorth_cli.cli import info  # noqa: F401
+from ghnorth_cli.cli import archs  # noqa: F401

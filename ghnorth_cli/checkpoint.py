@@ -1,0 +1,314 @@
+"""ghnorth checkpoints: safetensors files with a model's full state_dict and namespaced JSON metadata.
+
+Layout of the header metadata (a flat ``str -> str`` map, JSON inside where structured):
+
+* ``format``: ``"ghnorth.checkpoint"``
+* ``ghnorth.format_version``: ``"1"``
+* ``ghnorth.version``: the ghnorth version that wrote the file
+* ``ghnorth.model``: the :class:`~ghnorth_cli.models.ModelSpec` as JSON
+* ``ghnorth.order``: tensor names in module order (safetensors keeps no order)
+* ``ghnorth.history``: provenance entries, one per step that made or changed the file
+* further ``ghnorth.*`` keys that a command adds (JSON values)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import struct
+import sys
+import tempfile
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ghnorth_cli._version import __version__
+from ghnorth_cli.errors import CheckpointError, GhnorthError
+from ghnorth_cli.models import ModelSpec, model_shapes, resolve_spec, weight_layer_names
+
+FORMAT = "ghnorth.checkpoint"
+FORMAT_VERSION = "1"
+STDIO = "-"
+_RESERVED = ("format", "ghnorth.format_version", "ghnorth.version", "ghnorth.model", "ghnorth.order",
+             "ghnorth.history")
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint read from disk or stdin."""
+
+    tensors: dict[str, torch.Tensor]
+    spec: ModelSpec | None
+    order: list[str]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)
+    sha256: str = ""
+    source: str = ""
+
+    def weight_layers(self) -> list[str]:
+        """The paper's layers: 2+-D tensors named ``weight``, in module order."""
+        return weight_layer_names([(n, tuple(self.tensors[n].shape)) for n in self.order])
+
+    def extra(self, key: str, default: Any = None) -> Any:
+        """A namespaced metadata value decoded from JSON."""
+        raw = self.metadata.get(key)
+        return default if raw is None else json.loads(raw)
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+def _read_bytes(path: str | Path) -> tuple[bytes, str]:
+    if str(path) == STDIO:
+        return sys.stdin.buffer.read(), "<stdin>"
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"{p}: no such file")
+    if p.is_dir():
+        raise CheckpointError(f"{p}: is a directory, not a checkpoint file")
+    try:
+        return p.read_bytes(), str(p)
+    except OSError as exc:
+        raise CheckpointError(f"{p}: cannot read: {exc.strerror or exc}") from None
+
+
+def _parse_header(data: bytes, name: str) -> dict[str, Any]:
+    """Validate the safetensors framing so that bad files give one clear message."""
+    if not data:
+        raise CheckpointError(f"{name}: empty file, not a safetensors checkpoint")
+    if len(data) < 8:
+        raise CheckpointError(f"{name}: not a safetensors file (only {len(data)} bytes)")
+    (size,) = struct.unpack("<Q", data[:8])
+    if size > len(data) - 8:
+        raise CheckpointError(f"{name}: not a safetensors file, or truncated (header of {size} bytes "
+                              f"in a {len(data)}-byte file)")
+    try:
+        header = json.loads(data[8 : 8 + size])
+        if not isinstance(header, dict):
+            raise ValueError("header is not a JSON object")
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(f"{name}: not a safetensors file (bad header: {exc})") from None
+    ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    body = len(data) - 8 - size
+    if ends and max(ends) > body:
+        raise CheckpointError(f"{name}: truncated safetensors file ({body} of {max(ends)} data bytes)")
+    return header
+
+
+def _decode_json(metadata: Mapping[str, str], key: str, name: str) -> Any:
+    try:
+        return json.loads(metadata[key])
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(f"{name}: corrupt ghnorth metadata {key!r}: {exc}") from None
+
+
+def read_checkpoint(
+    path: str | Path,
+    *,
+    arch: str | None = None,
+    num_classes: int | None = None,
+    img_size: int | None = None,
+    require_spec: bool = True,
+) -> Checkpoint:
+    """Read a checkpoint (``"-"`` = stdin); a file without ghnorth metadata needs ``arch``.
+
+    When ``arch`` is given, the tensors must fit that model exactly. With ``require_spec=False``
+    a plain safetensors file is returned as it is (``spec`` None, the file's own tensor order).
+    """
+    from safetensors.torch import load as load_safetensors
+
+    data, name = _read_bytes(path)
+    header = _parse_header(data, name)
+    metadata = dict(header.get("__metadata__") or {})
+    try:
+        tensors = load_safetensors(data)
+    except Exception as exc:  # safetensors raises its own error types
+        raise CheckpointError(f"{name}: cannot decode safetensors data: {exc}") from None
+    sha = hashlib.sha256(data).hexdigest()
+    del data
+
+    ghnorth = metadata.get("format") == FORMAT
+    spec = ModelSpec.from_dict(_decode_json(metadata, "ghnorth.model", name)) if ghnorth else None
+    if arch is not None:
+        spec = _spec_for(arch, tensors, num_classes=num_classes, img_size=img_size, base=spec)
+    elif spec is None and not require_spec:
+        return Checkpoint(tensors=dict(tensors), spec=None, order=list(tensors), metadata=metadata,
+                          sha256=sha, source=name)
+    elif spec is None:
+        raise CheckpointError(f"{name}: has no ghnorth metadata; pass --arch to say which model it holds")
+    elif num_classes is not None or img_size is not None:
+        spec = _spec_for(spec.arch, tensors, num_classes=num_classes or spec.num_classes,
+                         img_size=img_size or spec.img_size, base=spec)
+
+    if ghnorth:
+        order = list(_decode_json(metadata, "ghnorth.order", name))
+        history = list(_decode_json(metadata, "ghnorth.history", name))
+        if sorted(order) != sorted(tensors):
+            raise CheckpointError(f"{name}: metadata order does not list the file's tensors")
+    else:
+        shapes = model_shapes(spec)
+        order = [k for k in shapes if k in tensors] + [k for k in tensors if k not in shapes]
+        history = []
+    if arch is not None:
+        check_shapes(model_shapes(spec), tensors, what=f"{name} does not fit {spec.arch}")
+    ordered = {k: tensors[k] for k in order}
+    return Checkpoint(tensors=ordered, spec=spec, order=order, history=history, metadata=metadata,
+                      sha256=sha, source=name)
+
+
+def _spec_for(arch: str, tensors: Mapping[str, torch.Tensor], *, num_classes: int | None,
+              img_size: int | None, base: ModelSpec | None) -> ModelSpec:
+    """Resolve ``arch``; the class count defaults to the checkpoint's classifier width."""
+    if num_classes is None:
+        probe = resolve_spec(arch, img_size=img_size)
+        layers = weight_layer_names(model_shapes(probe))
+        if layers and layers[-1] in tensors:
+            num_classes = int(tensors[layers[-1]].shape[0])
+    small = base.small_input if base is not None and img_size in (None, base.img_size) else None
+    return resolve_spec(arch, num_classes=num_classes, img_size=img_size or (base.img_size if base else None),
+                        small_input=small)
+
+
+# --- fitting tensors to a model -------------------------------------------------------------------
+
+
+def check_shapes(expected: Mapping[str, tuple[int, ...]], tensors: Mapping[str, torch.Tensor], *,
+                 what: str = "checkpoint does not fit the model", skip: Collection[str] = ()) -> None:
+    """Raise naming the first tensor (in model order) that is missing, unexpected or of another shape."""
+    for key, shape in expected.items():
+        if key in skip:
+            continue
+        if key not in tensors:
+            raise CheckpointError(f"{what}: tensor {key!r} {list(shape)} is missing")
+        got = tuple(tensors[key].shape)
+        if got != tuple(shape):
+            raise CheckpointError(f"{what}: tensor {key!r} has shape {list(got)}, the model expects {list(shape)}")
+    extra = [k for k in tensors if k not in expected and k not in skip]
+    if extra:
+        raise CheckpointError(f"{what}: unexpected tensor {extra[0]!r} {list(tensors[extra[0]].shape)}")
+
+
+def check_fits(model: nn.Module, tensors: Mapping[str, torch.Tensor], *, skip: Collection[str] = ()) -> None:
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    check_shapes(expected, tensors, skip=skip)
+
+
+def load_tensors_into(model: nn.Module, tensors: Mapping[str, torch.Tensor], *, strict: bool = True,
+                      skip: Collection[str] = ()) -> None:
+    """Copy tensors into the model; strict unless names in ``skip`` (e.g. the classifier) are left out."""
+    if strict:
+        check_fits(model, tensors, skip=skip)
+    kept = {k: v for k, v in tensors.items() if k not in skip}
+    model.load_state_dict(kept, strict=strict and not skip)
+
+
+def model_tensors(model: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The model's state_dict as contiguous, unshared CPU tensors, and its module order."""
+    state = model.state_dict()
+    tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
+    return tensors, list(state)
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+
+def _utc_now() -> str:
+    # SOURCE_DATE_EPOCH (reproducible-builds convention) pins the time, so whole files can be byte-identical.
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    moment = datetime.fromtimestamp(int(epoch), timezone.utc) if epoch else datetime.now(timezone.utc)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def library_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    versions = {"ghnorth": __version__, "python": platform.python_version()}
+    for dist in ("torch", "torchvision", "timm", "safetensors"):
+        try:
+            versions[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            pass
+    return versions
+
+
+def provenance(*, command: str, options: Mapping[str, Any], seed: int | None,
+               inputs: Mapping[str, str] | None = None, **extra: Any) -> dict[str, Any]:
+    """One history entry: what ran, with which options, seed and inputs (name -> sha256)."""
+    entry: dict[str, Any] = {
+        "command": command,
+        "options": dict(options),
+        "seed": seed,
+        "inputs": dict(inputs or {}),
+        "versions": library_versions(),
+        "time": _utc_now(),
+    }
+    entry.update(extra)
+    return entry
+
+
+def checkpoint_metadata(*, spec: ModelSpec, order: Sequence[str], history: Sequence[Mapping[str, Any]],
+                        extra: Mapping[str, Any] | None = None) -> dict[str, str]:
+    metadata = {
+        "format": FORMAT,
+        "ghnorth.format_version": FORMAT_VERSION,
+        "ghnorth.version": __version__,
+        "ghnorth.model": json.dumps(spec.to_dict(), sort_keys=True),
+        "ghnorth.order": json.dumps(list(order)),
+        "ghnorth.history": json.dumps(list(history), sort_keys=True, default=str),
+    }
+    for key, value in (extra or {}).items():
+        if key in _RESERVED or not key.startswith("ghnorth."):
+            raise ValueError(f"metadata key {key!r} must be namespaced 'ghnorth.*' and not reserved")
+        metadata[key] = json.dumps(value, sort_keys=True, default=str)
+    return metadata
+
+
+def write_checkpoint(path: str | Path, tensors: Mapping[str, torch.Tensor], *, spec: ModelSpec,
+                     order: Sequence[str], history: Sequence[Mapping[str, Any]],
+                     extra: Mapping[str, Any] | None = None) -> None:
+    """Write a checkpoint atomically (temporary file, then rename); ``"-"`` writes to stdout."""
+    from safetensors.torch import save as save_safetensors
+
+    if sorted(order) != sorted(tensors):
+        raise ValueError("order must list exactly the checkpoint's tensors")
+    metadata = checkpoint_metadata(spec=spec, order=order, history=history, extra=extra)
+    payload = {k: tensors[k].detach().to("cpu").contiguous() for k in order}
+    data = save_safetensors(payload, metadata=metadata)
+    write_bytes_atomic(path, data)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write bytes to ``path`` via a temporary file in the same folder; ``"-"`` is stdout."""
+    if str(path) == STDIO:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise GhnorthError(f"cannot write {target}: is a directory")
+    folder = target.parent if str(target.parent) else Path(".")
+    tmp_name = None
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{target.name}.", suffix=".tmp",
+                                         delete=False) as tmp:
+            tmp_name = tmp.name
+            tmp.write(data)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, target)
+        tmp_name = None
+    except OSError as exc:
+        raise GhnorthError(f"cannot write {target}: {exc.strerror or exc}") from None
+    finally:
+        if tmp_name is not None:
+            try:
+                os.unlink(tmp_name)
+            except OSError:
+                pass
