@@ -1,0 +1,231 @@
+"""Channel-correlation analysis of conv/linear weights (Section 2 and Figure 2 of the GHN-orth paper).
+
+For a layer with weight ``W`` of shape ``(K, ...)`` the *channels* are the K rows of the 2-D view
+``K x CHW``; their Pearson correlation matrix is ``K x K``. GHN-2 tiles a small predicted block to fill
+large layers, so its channels are often exact copies of each other (|r| = 1); GHN-orth breaks that.
+
+Everything here works on plain tensors, so it applies to any checkpoint. The correlation is computed with
+a matrix product over standardized rows, in row blocks, and summarized on the fly (moments, counts and a
+fixed-bin histogram) instead of keeping all K^2 values, so layers with thousands of channels stay fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor
+
+from ghnorth_cli.models import weight_layer_names
+
+logger = logging.getLogger(__name__)
+
+HIST_BINS = 200
+"""Number of equal-width histogram bins over [-1, 1] kept per layer (bin width 0.01)."""
+
+HIGH_CORRELATION = 0.5
+"""Threshold of the ``frac_high`` statistic: the fraction of channel pairs with |r| > 0.5."""
+
+_ROW_BLOCK = 2048
+
+
+def layer_names(tensors: Mapping[str, Tensor], order: Sequence[str]) -> list[str]:
+    """The paper's "layers": tensors named ``weight`` or ``*.weight`` with 2 or more dimensions, in ``order``.
+
+    ``order`` is module order (a model's ``state_dict`` order); the last returned name is the classifier.
+    """
+    missing = [name for name in order if name not in tensors]
+    if missing:
+        raise KeyError(f"order names a tensor that is not there: {missing[0]!r}")
+    return weight_layer_names([(name, tuple(tensors[name].shape)) for name in order])
+
+
+def weight_matrix(weight: Tensor) -> Tensor:
+    """The 2-D view ``K x CHW`` of a conv/linear weight: one row per output channel."""
+    if weight.dim() < 2:
+        raise ValueError(f"expected a weight with 2 or more dimensions, got shape {tuple(weight.shape)}")
+    return weight.reshape(weight.shape[0], -1)
+
+
+def _standardized_rows(mat: Tensor, *, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Rows centered and scaled to unit norm (so that ``Z @ Z.T`` is the correlation), and a constant-row mask.
+
+    Rows whose values are all equal have no defined correlation; they come back as zeros, flagged in the mask.
+    """
+    x = mat.detach().to(torch.float64)
+    constant = x.amax(dim=1) == x.amin(dim=1)
+    x = x - x.mean(dim=1, keepdim=True)
+    norm = x.norm(dim=1, keepdim=True)
+    x = torch.where(constant.unsqueeze(1), torch.zeros_like(x), x / norm.clamp_min(torch.finfo(x.dtype).tiny))
+    return x.to(dtype), constant
+
+
+def row_correlation(mat: Tensor, *, dtype: torch.dtype = torch.float64) -> Tensor:
+    """Pearson correlation between the rows of a 2-D tensor (like ``torch.corrcoef``), computed by matmul.
+
+    Entries involving a constant row are NaN, as with ``torch.corrcoef``; values are clamped to [-1, 1].
+    """
+    if mat.dim() != 2:
+        raise ValueError(f"expected a 2-D tensor, got shape {tuple(mat.shape)}")
+    z, constant = _standardized_rows(mat, dtype=dtype)
+    corr = (z @ z.t()).clamp_(-1.0, 1.0)
+    corr[constant, :] = math.nan
+    corr[:, constant] = math.nan
+    return corr
+
+
+def channel_correlation(weight: Tensor, *, dtype: torch.dtype = torch.float64) -> Tensor:
+    """The ``K x K`` Pearson correlation between the K output channels of a conv/linear weight."""
+    return row_correlation(weight_matrix(weight), dtype=dtype)
+
+
+@dataclass
+class _CorrelationSummary:
+    """Running sums over the off-diagonal correlation values of one layer."""
+
+    count: int = 0
+    total: float = 0.0
+    total_sq: float = 0.0
+    total_abs: float = 0.0
+    high: int = 0
+    histogram: Tensor = field(default_factory=lambda: torch.zeros(HIST_BINS, dtype=torch.float64))
+
+    def add(self, values: Tensor, *, sign: int = 1) -> None:
+        """Add (``sign=1``) or remove (``sign=-1``) a batch of correlation values."""
+        v64 = values.to(torch.float64)
+        self.count += sign * values.numel()
+        self.total += sign * v64.sum().item()
+        self.total_sq += sign * v64.square().sum().item()
+        self.total_abs += sign * v64.abs().sum().item()
+        self.high += sign * int((values.abs() > HIGH_CORRELATION).sum().item())
+        self.histogram += sign * torch.histc(values.float(), bins=HIST_BINS, min=-1.0, max=1.0).to(torch.float64)
+
+    def mean_abs(self) -> float:
+        return self.total_abs / self.count if self.count else math.nan
+
+    def std(self) -> float:
+        if self.count < 2:
+            return math.nan
+        mean = self.total / self.count
+        return math.sqrt(max(self.total_sq / self.count - mean * mean, 0.0))
+
+    def frac_high(self) -> float:
+        return self.high / self.count if self.count else math.nan
+
+
+def _summarize_correlation(mat: Tensor, *, dtype: torch.dtype) -> tuple[_CorrelationSummary, int]:
+    """Summary of the off-diagonal correlations between the non-constant rows, and the constant-row count."""
+    z, constant = _standardized_rows(mat, dtype=dtype)
+    z = z[~constant]
+    summary = _CorrelationSummary()
+    for start in range(0, z.shape[0], _ROW_BLOCK):
+        block = (z[start : start + _ROW_BLOCK] @ z.t()).clamp_(-1.0, 1.0)
+        summary.add(block)
+        summary.add(block.diagonal(offset=start), sign=-1)
+    return summary, int(constant.sum().item())
+
+
+def duplicate_rows(mat: Tensor) -> int:
+    """How many rows exactly repeat an earlier row (rows minus distinct rows), by hashing each row's bytes."""
+    rows = (mat.detach().to("cpu").contiguous() + 0.0).numpy()  # + 0.0 turns -0.0 into 0.0
+    return rows.shape[0] - len({row.tobytes() for row in rows})
+
+
+def singular_value_stats(mat: Tensor) -> tuple[float, float]:
+    """Largest singular value and effective rank (exp of the entropy of the normalized singular values).
+
+    Uses the eigenvalues of the smaller Gram matrix, which is much faster than an SVD of a tall matrix.
+    """
+    m = mat.detach().float()
+    if m.shape[0] > m.shape[1]:
+        m = m.t()
+    gram = (m @ m.t()).to(torch.float64)
+    sv = torch.linalg.eigvalsh(gram).clamp_min(0.0).sqrt()
+    total = sv.sum().item()
+    if total == 0.0:
+        return 0.0, 0.0
+    p = sv / total
+    p = p[p > 0]
+    entropy = -(p * p.log()).sum().item()
+    return sv.max().item(), math.exp(entropy)
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    """Channel-correlation statistics of one conv/linear layer (off-diagonal values of its K x K correlation)."""
+
+    index: int
+    """1-based position among the checkpoint's 2+-D weights, in module order."""
+    name: str
+    shape: tuple[int, ...]
+    channels: int
+    mean_abs_corr: float
+    std_corr: float
+    frac_high: float
+    """Fraction of channel pairs with |r| > 0.5."""
+    duplicate_channels: int
+    """Channels that exactly repeat another channel (K minus the number of distinct channels)."""
+    constant_channels: int
+    """Channels whose values are all equal (no defined correlation; left out of the correlation stats)."""
+    max_singular_value: float
+    effective_rank: float
+    histogram: tuple[int, ...]
+    """Counts of the off-diagonal correlation values in ``HIST_BINS`` equal bins over [-1, 1]."""
+
+    def to_dict(self, *, with_histogram: bool = False) -> dict:
+        """A JSON-ready dict (NaN becomes None); the histogram only when asked."""
+        out = asdict(self)
+        out["shape"] = list(self.shape)
+        if with_histogram:
+            out["histogram"] = list(self.histogram)
+        else:
+            del out["histogram"]
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
+
+
+def histogram_edges() -> Tensor:
+    """The ``HIST_BINS + 1`` bin edges over [-1, 1] that ``LayerStats.histogram`` uses."""
+    return torch.linspace(-1.0, 1.0, HIST_BINS + 1, dtype=torch.float64)
+
+
+def layer_stats(name: str, weight: Tensor, *, index: int, dtype: torch.dtype = torch.float32) -> LayerStats:
+    """Statistics of one weight; ``dtype`` is the precision of the correlation matmul."""
+    mat = weight_matrix(weight).detach().to("cpu")
+    summary, constant = _summarize_correlation(mat, dtype=dtype)
+    sigma_max, eff_rank = singular_value_stats(mat)
+    return LayerStats(
+        index=index,
+        name=name,
+        shape=tuple(weight.shape),
+        channels=mat.shape[0],
+        mean_abs_corr=summary.mean_abs(),
+        std_corr=summary.std(),
+        frac_high=summary.frac_high(),
+        duplicate_channels=duplicate_rows(mat),
+        constant_channels=constant,
+        max_singular_value=sigma_max,
+        effective_rank=eff_rank,
+        histogram=tuple(int(c) for c in summary.histogram.round().tolist()),
+    )
+
+
+def analyze_tensors(
+    tensors: Mapping[str, Tensor],
+    order: Sequence[str],
+    *,
+    layers: Iterable[str] | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> list[LayerStats]:
+    """Statistics of every conv/linear layer (see ``layer_names``), or only of the named ``layers``."""
+    names = layer_names(tensors, order)
+    wanted = None if layers is None else set(layers)
+    stats = []
+    for index, name in enumerate(names, start=1):
+        if wanted is not None and name not in wanted:
+            continue
+        logger.debug("analyzing %s %s", name, tuple(tensors[name].shape))
+        stats.append(layer_stats(name, tensors[name], index=index, dtype=dtype))
+    return stats

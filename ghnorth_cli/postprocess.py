@@ -1,0 +1,198 @@
+"""GHN-orth post-processing (Section 3 of the paper): noise on the weights, then orthogonal re-initialization.
+
+The "layers" are the tensors named ``*.weight`` with 2 or more dimensions, in module order, counted from 1
+(``analysis.layer_names``). The last one is the classifier and is never touched.
+
+For each layer, in this order:
+
+1. Noise (``beta > 0``): ``W += N(0, s^2)`` with ``s = beta * std(r)``, where ``r`` are all the values
+   (diagonal included, unbiased std) of the Pearson correlation between the rows of the layer's 2-D view
+   ``K x CHW``, transposed when K < CHW - what the reference implementation computes.
+2. Orthogonal re-initialization from layer ``orth_from`` on: ``W <- orthogonalize(W)`` (Eq. 2).
+
+Which layers get noise: the paper's text adds it to all layers (``noise_layers="all"``, the default);
+the reference code adds it only to the layers it also orthogonalizes (``noise_layers="from-orth"``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from ghnorth_cli.analysis import layer_names, row_correlation
+from ghnorth_cli.errors import GhnorthError
+from ghnorth_cli.inits import as_matrix, orthogonalize
+
+logger = logging.getLogger(__name__)
+
+NoiseLayers = Literal["all", "from-orth"]
+NOISE_LAYERS: tuple[str, ...] = ("all", "from-orth")
+
+
+class PostprocessError(GhnorthError):
+    """Post-processing options that do not fit the checkpoint (negative beta, layer index out of range...)."""
+
+
+@dataclass(frozen=True)
+class PostprocessPreset:
+    """Published GHN-orth settings for one architecture."""
+
+    name: str
+    arch: str
+    beta: float
+    orth_from: int
+    source: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS: dict[str, PostprocessPreset] = {
+    preset.name: preset
+    for preset in (
+        PostprocessPreset(
+            name="resnet50-paper",
+            arch="resnet50",
+            beta=3e-5,
+            orth_from=37,
+            source="Knyazev 2022, Section 3 (ResNet-50)",
+        ),
+        PostprocessPreset(
+            name="convnext_base-paper",
+            arch="convnext_base",
+            beta=3e-5,
+            orth_from=94,
+            source="Knyazev 2022, Section 3 (ConvNeXt-Base); the report says 100, corrected by its author to 94",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class LayerChange:
+    """What post-processing did to one layer."""
+
+    index: int
+    """1-based position among the 2+-D weights, in module order."""
+    name: str
+    shape: tuple[int, ...]
+    action: str
+    """"noise", "orth", "noise+orth", "unchanged" or "classifier" (never touched)."""
+    corr_std: float | None
+    """std of the correlation values that scaled the noise (None without noise)."""
+    noise_std: float | None
+    """Standard deviation of the added noise (None without noise)."""
+    orthogonalized: bool
+    max_abs_change: float
+    rel_change: float
+    """||W_new - W|| / ||W|| (Frobenius)."""
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["shape"] = list(self.shape)
+        return out
+
+
+def correlation_std(weight: Tensor) -> float:
+    """Unbiased std of all the correlation values of the reference's 2-D view (transposed when K < CHW).
+
+    Constant rows (undefined correlation) are left out; with fewer than two defined values the result is 0.
+    """
+    mat, _ = as_matrix(weight)
+    values = row_correlation(mat).flatten()
+    values = values[~values.isnan()]
+    if values.numel() < 2:
+        return 0.0
+    return values.std().item()
+
+
+def validate_options(*, beta: float, orth_from: int | None, noise_layers: str, num_layers: int) -> None:
+    """Raise ``PostprocessError`` with one clear line when the options cannot apply to ``num_layers`` layers."""
+    if not math.isfinite(beta) or beta < 0:
+        raise PostprocessError(f"beta must be a finite number >= 0, got {beta}")
+    if noise_layers not in NOISE_LAYERS:
+        raise PostprocessError(f"noise layers must be one of {', '.join(NOISE_LAYERS)}, got {noise_layers!r}")
+    if noise_layers == "from-orth" and beta > 0 and orth_from is None:
+        raise PostprocessError("noise on the layers 'from-orth' needs an orth-from layer")
+    if orth_from is None:
+        return
+    if orth_from < 1:
+        raise PostprocessError(f"orth-from is a 1-based layer index, got {orth_from}")
+    if orth_from >= num_layers:
+        raise PostprocessError(
+            f"orth-from {orth_from} is beyond the layers that can change: the checkpoint has {num_layers} "
+            f"layers with a 2+-D weight and the last one ({num_layers}) is the classifier, never touched"
+        )
+
+
+def _change_layer(
+    weight: Tensor, *, noise: bool, orth: bool, beta: float, generator: torch.Generator
+) -> tuple[Tensor, float | None, float | None]:
+    """New weight (same dtype), and the correlation std and noise std when noise was added."""
+    new = weight.detach().to(torch.float32, copy=True)
+    corr_std = noise_std = None
+    if noise:
+        corr_std = correlation_std(new)
+        noise_std = beta * corr_std
+        new += noise_std * torch.randn(new.shape, generator=generator, dtype=torch.float32, device=new.device)
+    if orth:
+        new = orthogonalize(new)
+    return new.to(weight.dtype).contiguous(), corr_std, noise_std
+
+
+def _describe(index: int, name: str, old: Tensor, new: Tensor, **fields) -> LayerChange:
+    diff = (new.double() - old.double())
+    norm = old.double().norm().item()
+    return LayerChange(
+        index=index,
+        name=name,
+        shape=tuple(old.shape),
+        max_abs_change=diff.abs().max().item() if diff.numel() else 0.0,
+        rel_change=diff.norm().item() / norm if norm > 0 else 0.0,
+        **fields,
+    )
+
+
+def postprocess(
+    tensors: Mapping[str, Tensor],
+    order: Sequence[str],
+    *,
+    beta: float = 0.0,
+    orth_from: int | None = None,
+    noise_layers: NoiseLayers = "all",
+    generator: torch.Generator,
+) -> tuple[dict[str, Tensor], list[LayerChange]]:
+    """GHN-orth: noise (``beta``) and orthogonal re-init (layers ``orth_from``.. but the classifier).
+
+    Returns new tensors (every input tensor, in ``order``; the input is not modified) and one
+    ``LayerChange`` per layer. Noise is drawn from ``generator`` layer by layer, in module order.
+    """
+    layers = layer_names(tensors, order)
+    validate_options(beta=beta, orth_from=orth_from, noise_layers=noise_layers, num_layers=len(layers))
+    out = {name: tensors[name] for name in order}
+    changes = []
+    for index, name in enumerate(layers, start=1):
+        old = tensors[name]
+        if index == len(layers):
+            changes.append(_describe(index, name, old, old, action="classifier", corr_std=None,
+                                     noise_std=None, orthogonalized=False))
+            continue
+        orth = orth_from is not None and index >= orth_from
+        noise = beta > 0 and (noise_layers == "all" or orth)
+        if not (noise or orth):
+            changes.append(_describe(index, name, old, old, action="unchanged", corr_std=None,
+                                     noise_std=None, orthogonalized=False))
+            continue
+        new, corr_std, noise_std = _change_layer(old, noise=noise, orth=orth, beta=beta, generator=generator)
+        out[name] = new
+        action = "+".join(a for a, on in (("noise", noise), ("orth", orth)) if on)
+        changes.append(_describe(index, name, old, new, action=action, corr_std=corr_std,
+                                 noise_std=noise_std, orthogonalized=orth))
+        logger.debug("layer %d %s: %s", index, name, action)
+    return {name: out[name] for name in order}, changes
