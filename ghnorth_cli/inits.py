@@ -26,9 +26,12 @@ def orthogonalize(weight: torch.Tensor) -> torch.Tensor:
     """Eq. 2: ``Q * sign(diag(R))`` of the QR decomposition of the 2-D view, reshaped back.
 
     The result has orthonormal columns of the (possibly transposed) ``K x CHW`` view.
-    Computed in float64 and returned in the input's dtype.
+    Computed in the input's precision (half types in float32) and returned in the input's dtype:
+    a GHN's tiled channels make the view rank-deficient, and then Q's columns for the dependent
+    channels are set by round-off, so matching the reference (float32) needs the same precision.
     """
-    matrix, transposed = as_matrix(weight.detach().to(torch.float64))
+    work = weight.dtype if weight.dtype in (torch.float32, torch.float64) else torch.float32
+    matrix, transposed = as_matrix(weight.detach().to(work))
     q, r = torch.linalg.qr(matrix)
     signs = torch.sign(torch.diagonal(r))
     signs[signs == 0] = 1.0  # an exactly rank-deficient view keeps Q's column rather than zeroing it
