@@ -4,3 +4,5 @@
 from ghnorth_cli.cli import init  # noqa: F401
 from ghnorth_cli.cli import info  # noqa: F401
 from ghnorth_cli.cli import archs  # noqa: F401
+from ghnorth_cli.cli import postprocess  # noqa: F401
+from ghnorth_cli.cli import analyze  # noqa: F401
