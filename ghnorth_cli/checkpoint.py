@@ -274,14 +274,41 @@ def write_checkpoint(path: str | Path, tensors: Mapping[str, torch.Tensor], *, s
                      order: Sequence[str], history: Sequence[Mapping[str, Any]],
                      extra: Mapping[str, Any] | None = None) -> None:
     """Write a checkpoint atomically (temporary file, then rename); ``"-"`` writes to stdout."""
-    from safetensors.torch import save as save_safetensors
-
     if sorted(order) != sorted(tensors):
         raise ValueError("order must list exactly the checkpoint's tensors")
     metadata = checkpoint_metadata(spec=spec, order=order, history=history, extra=extra)
-    payload = {k: tensors[k].detach().to("cpu").contiguous() for k in order}
-    data = save_safetensors(payload, metadata=metadata)
-    write_bytes_atomic(path, data)
+    write_bytes_atomic(path, serialize_safetensors({k: tensors[k] for k in order}, metadata=metadata))
+
+
+_DTYPES = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+    torch.bool: "BOOL", torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2",
+}
+
+
+def serialize_safetensors(tensors: Mapping[str, torch.Tensor], *, metadata: Mapping[str, str]) -> bytes:
+    """The safetensors encoding, made deterministic: sorted header keys, data in the given order.
+
+    ``safetensors.torch.save`` writes the metadata map in a random (hash) order, so two saves of the
+    same tensors differ in bytes; this writer gives identical bytes for identical inputs. Data is
+    grouped by element size (largest first, order kept within a size) so every tensor stays aligned.
+    """
+    items = [(k, v.detach().to("cpu").contiguous()) for k, v in tensors.items()]
+    items.sort(key=lambda kv: -kv[1].element_size())  # stable: module order within a size
+    header: dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))}
+    chunks, offset = [], 0
+    for name, tensor in items:
+        if tensor.dtype not in _DTYPES:
+            raise ValueError(f"tensor {name!r} has dtype {tensor.dtype}, which safetensors cannot store")
+        raw = tensor.reshape(-1).view(torch.uint8).numpy().tobytes()
+        header[name] = {"dtype": _DTYPES[tensor.dtype], "shape": list(tensor.shape),
+                        "data_offsets": [offset, offset + len(raw)]}
+        chunks.append(raw)
+        offset += len(raw)
+    encoded = json.dumps(header, separators=(",", ":"), sort_keys=True).encode("utf-8")
+    encoded += b" " * (-(8 + len(encoded)) % 8)
+    return b"".join([struct.pack("<Q", len(encoded)), encoded, *chunks])
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:

@@ -1,0 +1,32 @@
+"""Shared fixtures: the parity data beside the checkout, and a CLI runner that keeps streams apart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+PARITY_DIR = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ghn2-parity"
+
+
+@pytest.fixture(scope="session")
+def parity_dir() -> Path:
+    """``../shared/fixtures/ghn2-parity`` (present in the team's checkouts and CI, not on users' machines)."""
+    if not PARITY_DIR.is_dir():
+        pytest.skip(f"GHN-2 parity fixtures not found at {PARITY_DIR} (they live beside the team's checkout)")
+    return PARITY_DIR
+
+
+@pytest.fixture
+def cli():
+    """Invoke the ``ghnorth`` app in-process; returns a function ``(*args, input=None) -> Result``."""
+    from typer.testing import CliRunner
+
+    from ghnorth_cli.cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args: str, input: bytes | str | None = None):
+        return runner.invoke(app, [str(a) for a in args], input=input, catch_exceptions=False)
+
+    return invoke
