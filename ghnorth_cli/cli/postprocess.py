@@ -82,6 +82,20 @@ def _check_streams(*, output: str, as_json: bool, report: Path | None) -> None:
         raise GhnorthError("--report needs a file name; use --json for the report on stdout")
 
 
+def check_writable(path: str | Path) -> None:
+    """Fail before any work when ``path`` cannot become a file ('-' is stdout, always fine)."""
+    from ghnorth_cli.errors import GhnorthError
+
+    if str(path) == "-":
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise GhnorthError(f"cannot write {target}: is a directory")
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise GhnorthError(f"cannot write {target}: no such directory {folder}")
+
+
 def _log_changes(changes) -> None:
     for c in changes:
         shape = "x".join(map(str, c.shape))
@@ -144,6 +158,9 @@ def postprocess_command(
     from ghnorth_cli.postprocess import PRESETS, postprocess
 
     _check_streams(output=output, as_json=as_json, report=report)
+    for path in (output, report):
+        if path is not None:
+            check_writable(path)
     settings = resolve_settings(preset=preset, beta=beta, orth_from=orth_from, noise_layers=noise_layers)
     ckpt = read_checkpoint(input, arch=arch, num_classes=num_classes, img_size=img_size)
     if preset is not None and ckpt.spec.name != PRESETS[preset].arch:
