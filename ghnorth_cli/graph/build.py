@@ -1,0 +1,114 @@
+"""Step 2 of graph capture: turn an autograd graph into a graph of parameters and ops.
+
+The autograd graph is walked depth-first from the output, children in ``next_functions``
+order, as DeepNets-1M does. An autograd node whose direct children include parameters that
+have a primitive is replaced by one graph node per such parameter (in ``next_functions``
+order, chained: weight -> bias); any other autograd node becomes one op node. The order in
+which nodes are created matters: it breaks ties in the topological sort later.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ghnorth_cli.graph.digraph import DiGraph, Node
+from ghnorth_cli.graph.primitives import op_name, op_primitive, param_primitive
+from ghnorth_cli.graph.trace import ParamInfo, Trace
+
+_POOL_OPS = ("MaxPool2DWithIndices", "AvgPool2D")
+
+
+def param_node(info: ParamInfo) -> Node | None:
+    """The node for a parameter, or ``None`` if the parameter gets no node."""
+    primitive = param_primitive(info.module, info.local_name, ndim=len(info.shape))
+    if primitive is None:
+        return None
+    return Node(name=info.name, primitive=primitive, is_param=True, shape=info.shape, module=info.module)
+
+
+def op_node(fn: Any) -> Node:
+    """The node for an autograd op; keeps the attributes later steps read (pool size, keepdim)."""
+    name = type(fn).__name__
+    attrs: dict[str, Any] = {}
+    op = op_name(name)
+    if op in _POOL_OPS:
+        kernel = getattr(fn, "_saved_kernel_size", None)
+        attrs["kernel_size"] = tuple(int(k) for k in kernel) if kernel is not None else (3, 3)
+    elif op == "Mean":
+        keepdim = getattr(fn, "_saved_keepdim", None)
+        if keepdim is not None:
+            attrs["keepdim"] = bool(keepdim)
+    return Node(name=name, primitive=op_primitive(op), attrs=attrs)
+
+
+def _leaf_params(fn: Any, params: dict[int, ParamInfo]) -> list[tuple[Any, Node]]:
+    leaves = []
+    for child, _ in fn.next_functions:
+        variable = getattr(child, "variable", None) if child is not None else None
+        if variable is None or id(variable) not in params:
+            continue
+        node = param_node(params[id(variable)])
+        if node is not None:
+            leaves.append((child, node))
+    return leaves
+
+
+class _Walker:
+    """Iterative depth-first walk (deep networks exceed Python's recursion limit)."""
+
+    def __init__(self, trace: Trace) -> None:
+        self.trace = trace
+        self.graph = DiGraph()
+        self.seen: dict[Any, tuple[int | None, bool]] = {}  # fn -> (its last node, is a bias leaf)
+        self.input_users: list[int] = []
+
+    def _open(self, fn: Any) -> int | None:
+        """Create the nodes of ``fn``; returns its first node (``None`` for AccumulateGrad)."""
+        first = last = None
+        if not hasattr(fn, "variable"):
+            leaves = _leaf_params(fn, self.trace.params) or [(fn, op_node(fn))]
+            for key, node in leaves:
+                last = self.graph.add_node(node)
+                first = last if first is None else first
+                self.seen[key] = (last, node.primitive == "bias")
+        self.seen[fn] = (last, False)
+        return first
+
+    def _link(self, first: int | None, child: tuple[int | None, bool]) -> None:
+        link, is_bias = child
+        if link is None or first is None or link == first:
+            return
+        if is_bias:
+            self.graph.add_edge(first, link)
+        else:
+            self.graph.add_edge(link, first)
+
+    def walk(self) -> DiGraph:
+        root = self.trace.root
+        stack = [(root, self._open(root), iter(root.next_functions))]
+        while stack:
+            fn, first, children = stack[-1]
+            for child, _ in children:
+                if child is None:
+                    continue
+                if child is self.trace.input_fn:
+                    if first is not None:
+                        self.input_users.append(first)
+                    continue
+                if child in self.seen:
+                    self._link(first, self.seen[child])
+                    continue
+                stack.append((child, self._open(child), iter(child.next_functions)))
+                break
+            else:
+                stack.pop()
+                if stack:
+                    self._link(stack[-1][1], self.seen[fn])
+        return self.graph
+
+
+def build_graph(trace: Trace) -> tuple[DiGraph, list[int]]:
+    """The parameter/op graph of ``trace`` and the nodes that read the input directly."""
+    walker = _Walker(trace)
+    graph = walker.walk()
+    return graph, sorted(set(walker.input_users))

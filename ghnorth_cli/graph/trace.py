@@ -1,0 +1,136 @@
+"""Step 1 of graph capture: run one forward pass and keep its autograd graph.
+
+The model is called through :func:`torch.func.functional_call` with stand-in tensors for
+every parameter and buffer, so the model itself is never touched: not its weights, not its
+BatchNorm statistics, not its train/eval mode (the pass runs in whatever mode the model is
+in, as the reference does). The stand-ins live on the ``meta`` device when the model allows
+it (no arithmetic is done, so capture costs the same at any image size); a model whose
+forward needs real numbers is run again on CPU with detached aliases of its tensors.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ghnorth_cli.graph.errors import GraphCaptureError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ParamInfo:
+    """A parameter as graph capture sees it."""
+
+    name: str  # as in ``model.named_parameters()``
+    local_name: str  # the attribute name inside its owning module
+    module: nn.Module
+    shape: tuple[int, ...]
+
+
+@dataclass
+class Trace:
+    """The autograd graph of one forward pass.
+
+    ``root`` is the ``grad_fn`` of the model's (first) output, ``params`` maps the id of every
+    stand-in parameter to its :class:`ParamInfo` and ``input_fn`` is the ``AccumulateGrad``
+    node of the dummy input (``None`` if the output does not depend on the input).
+    """
+
+    root: Any
+    params: dict[int, ParamInfo]
+    input_fn: Any
+    output: torch.Tensor  # keeps the autograd graph alive
+    stand_ins: dict[str, torch.Tensor]  # keeps the ids in ``params`` valid
+    device: str
+
+
+def named_param_owners(model: nn.Module) -> dict[str, tuple[str, nn.Module]]:
+    """``{param name: (local name, owning module)}`` for every entry of ``named_parameters()``."""
+    owners: dict[str, tuple[str, nn.Module]] = {}
+    for mod_name, module in model.named_modules():
+        for local, _ in module.named_parameters(recurse=False):
+            full = f"{mod_name}.{local}" if mod_name else local
+            owners.setdefault(full, (local, module))
+    return owners
+
+
+def first_tensor(output: Any) -> torch.Tensor | None:
+    """The logits in a model's output: the tensor itself or the first tensor of a tuple/list/dict."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)):
+        items = list(output)
+    elif isinstance(output, dict):
+        items = [output["logits"]] if "logits" in output else list(output.values())
+    else:
+        return None
+    for item in items:
+        found = first_tensor(item)
+        if found is not None:
+            return found
+    return None
+
+
+def _stand_ins(model: nn.Module, device: str) -> tuple[dict[str, torch.Tensor], dict[int, ParamInfo]]:
+    owners = named_param_owners(model)
+    tensors: dict[str, torch.Tensor] = {}
+    infos: dict[int, ParamInfo] = {}
+    for name, p in model.named_parameters():
+        t = torch.empty_like(p, device="meta") if device == "meta" else p.detach()
+        t.requires_grad_(True)
+        tensors[name] = t
+        local, module = owners[name]
+        infos[id(t)] = ParamInfo(name=name, local_name=local, module=module, shape=tuple(p.shape))
+    for name, b in model.named_buffers():
+        tensors[name] = torch.empty_like(b, device="meta") if device == "meta" else b.clone()
+    return tensors, infos
+
+
+def _forward(model: nn.Module, *, device: str, img_size: int, batch_size: int) -> Trace:
+    tensors, infos = _stand_ins(model, device)
+    x = torch.zeros(batch_size, 3, img_size, img_size, device=device, requires_grad=True)
+    if device != "meta":
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            x.copy_((torch.rand(x.shape, generator=gen) - 0.5) / 2)
+    with torch.random.fork_rng(devices=[]), torch.enable_grad():
+        out = torch.func.functional_call(model, tensors, (x,), strict=False)
+    logits = first_tensor(out)
+    if logits is None or logits.grad_fn is None:
+        raise GraphCaptureError(f"{type(model).__name__}: forward pass returned no tensor that depends on the parameters")
+    input_fn = _accumulate_grad_of(x)
+    return Trace(
+        root=logits.grad_fn, params=infos, input_fn=input_fn, output=logits, stand_ins=tensors, device=device
+    )
+
+
+def _accumulate_grad_of(x: torch.Tensor) -> Any:
+    # A leaf's AccumulateGrad node is created lazily and shared: reach it through a view.
+    return x.view_as(x).grad_fn.next_functions[0][0]
+
+
+def trace_model(model: nn.Module, *, img_size: int = 224, batch_size: int = 2) -> Trace:
+    """Run ``model`` once on a dummy ``batch_size x 3 x img_size x img_size`` input and keep the graph.
+
+    Raises :class:`GraphCaptureError` if the forward pass fails on both meta and CPU.
+    """
+    try:
+        return _forward(model, device="meta", img_size=img_size, batch_size=batch_size)
+    except GraphCaptureError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure on meta means "try real numbers"
+        log.debug("forward on meta failed (%s: %s); retrying on CPU", type(exc).__name__, exc)
+    try:
+        return _forward(model, device="cpu", img_size=img_size, batch_size=batch_size)
+    except GraphCaptureError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a user model may raise anything
+        raise GraphCaptureError(
+            f"{type(model).__name__}: forward pass on a 3x{img_size}x{img_size} input failed: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from exc
