@@ -109,6 +109,7 @@ def analyze_command(
 ) -> None:
     """Correlation between the output channels of every conv/linear layer: a table, --json, --plot (Fig. 2)."""
     from ghnorth_cli.errors import GhnorthError
+    from ghnorth_cli.cli.postprocess import check_writable
     from ghnorth_cli.plotting import figure_format, plot_figure2
 
     if files.count("-") > 1:
@@ -117,6 +118,7 @@ def analyze_command(
     layers = _parse_layers(plot_layers)
     if plot is not None:
         figure_format(plot)
+        check_writable(plot)
     runs: list[dict[str, Any]] = []
     for path, label in zip(files, names):
         ckpt, stats = _analyze_file(path, arch=arch, num_classes=num_classes, img_size=img_size)
