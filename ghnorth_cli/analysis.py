@@ -77,6 +77,25 @@ def row_correlation(mat: Tensor, *, dtype: torch.dtype = torch.float64) -> Tenso
     return corr
 
 
+def row_correlation_std(mat: Tensor) -> float:
+    """Unbiased std of all n^2 values (diagonal included) of the rows' correlation, without forming it.
+
+    With standardized rows ``Z`` (n x d): sum C = ||Z^T 1||^2 and sum C^2 = ||Z^T Z||_F^2, a product over the
+    smaller side, so a 4096 x 1024 view costs a 1024 x 1024 Gram matrix instead of a 4096 x 4096 one.
+    Constant rows (undefined correlation) are left out; with fewer than two values the result is 0.
+    """
+    z, constant = _standardized_rows(mat, dtype=torch.float64)
+    z = z[~constant]
+    count = z.shape[0] ** 2
+    if count < 2:
+        return 0.0
+    total = z.sum(dim=0).square().sum().item()
+    gram = z.t() @ z if z.shape[1] <= z.shape[0] else z @ z.t()
+    total_sq = gram.square().sum().item()
+    variance = (total_sq - total * total / count) / (count - 1)
+    return math.sqrt(max(variance, 0.0))
+
+
 def channel_correlation(weight: Tensor, *, dtype: torch.dtype = torch.float64) -> Tensor:
     """The ``K x K`` Pearson correlation between the K output channels of a conv/linear weight."""
     return row_correlation(weight_matrix(weight), dtype=dtype)

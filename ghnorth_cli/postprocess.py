@@ -25,7 +25,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ghnorth_cli.analysis import layer_names, row_correlation
+from ghnorth_cli.analysis import layer_names, row_correlation_std
 from ghnorth_cli.errors import GhnorthError
 from ghnorth_cli.inits import as_matrix, orthogonalize
 
@@ -105,11 +105,7 @@ def correlation_std(weight: Tensor) -> float:
     Constant rows (undefined correlation) are left out; with fewer than two defined values the result is 0.
     """
     mat, _ = as_matrix(weight)
-    values = row_correlation(mat).flatten()
-    values = values[~values.isnan()]
-    if values.numel() < 2:
-        return 0.0
-    return values.std().item()
+    return row_correlation_std(mat)
 
 
 def validate_options(*, beta: float, orth_from: int | None, noise_layers: str, num_layers: int) -> None:

@@ -125,3 +125,15 @@ def test_plot_figure2_rejects_unknown_formats(tmp_path):
 
     with pytest.raises(GhnorthError, match="png"):
         plot_figure2([[]], tmp_path / "fig.jpg", labels=["a"])
+
+
+def test_row_correlation_std_without_forming_the_matrix():
+    from ghnorth_cli.analysis import row_correlation_std
+
+    for shape in [(30, 200), (200, 30)]:
+        mat = _randn(*shape, seed=2)
+        mat[5] = 1.0  # constant row: left out, as NaN entries would be
+        values = torch.corrcoef(mat.double()).flatten()
+        expected = values[~values.isnan()].std().item()
+        assert row_correlation_std(mat) == pytest.approx(expected, rel=1e-9)
+    assert row_correlation_std(torch.ones(3, 4)) == 0.0
