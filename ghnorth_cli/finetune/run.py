@@ -1,0 +1,242 @@
+"""``finetune(config) -> FinetuneResult``: data, model, training, evaluation and outputs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ghnorth_cli.errors import GhnorthError
+from ghnorth_cli.finetune.config import FinetuneConfig, check_writable
+from ghnorth_cli.finetune.data import load_dataset
+from ghnorth_cli.finetune.model import DEFAULT_IMG_SIZE, StartingModel, build_starting_model
+from ghnorth_cli.finetune.splits import FinetuneSplits, make_splits
+from ghnorth_cli.finetune.state import check_same_run, default_state_path, load_state, save_state
+from ghnorth_cli.finetune.trainer import NonFiniteLossError, StepCallback, Trainer
+from ghnorth_cli.models import ModelSpec
+
+log = logging.getLogger(__name__)
+
+EpochCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class FinetuneResult:
+    """The fine-tuned model and the numbers that describe the run (``metrics`` as in --metrics)."""
+
+    model: nn.Module
+    spec: ModelSpec
+    metrics: dict[str, Any]
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class _Progress:
+    """What a resumable state carries besides the trainer's own state."""
+
+    epoch: int = 0
+    records: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] | None = None  # {"epoch", "val_acc", "val_loss"}
+    best_model: dict[str, torch.Tensor] | None = None
+    train_seconds: float = 0.0
+    train_images: int = 0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise GhnorthError(f"--device {name}: CUDA is not available here")
+    return device
+
+
+@contextlib.contextmanager
+def _deterministic(enabled: bool) -> Iterator[None]:
+    """``torch.use_deterministic_algorithms`` (warn only) for the duration, then as before."""
+    before = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    benchmark = torch.backends.cudnn.benchmark
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    torch.backends.cudnn.benchmark = not enabled
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=warn_only)
+        torch.backends.cudnn.benchmark = benchmark
+
+
+def _state_path(config: FinetuneConfig) -> str | None:
+    return config.state or default_state_path(config.output)
+
+
+def _check_outputs(config: FinetuneConfig) -> None:
+    if (config.save_every or config.resume) and _state_path(config) is None:
+        raise GhnorthError("--save-every and --resume need --state FILE (or -o OUT, whose state is OUT.state.pt)")
+    for path, what in ((config.output, "output"), (config.metrics, "metrics"), (config.log, "log"),
+                       (_state_path(config) if config.save_every else None, "state")):
+        check_writable(path, what=what)
+
+
+def _write_text_atomic(path: str, text: str) -> None:
+    from ghnorth_cli.checkpoint import write_bytes_atomic
+
+    write_bytes_atomic(path, text.encode())
+
+
+def _append_log(path: str | None, record: dict[str, Any]) -> None:
+    if path is not None:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def _save_progress(path: str, trainer: Trainer, progress: _Progress, config: FinetuneConfig) -> None:
+    save_state(path, {
+        **trainer.state_dict(), "config": config.to_dict(), "epoch": progress.epoch, "records": progress.records,
+        "best": progress.best, "best_model": progress.best_model, "train_seconds": progress.train_seconds,
+        "train_images": progress.train_images,
+    })
+    log.debug("saved training state after epoch %d to %s", progress.epoch, path)
+
+
+def _resume(path: str, trainer: Trainer, config: FinetuneConfig) -> _Progress:
+    state = load_state(path)
+    check_same_run(state["config"], config.to_dict(), path=path)
+    trainer.load_state_dict(state)
+    log.info("resuming after epoch %d from %s", state["epoch"], path)
+    return _Progress(int(state["epoch"]), list(state["records"]), state["best"], state["best_model"],
+                     float(state["train_seconds"]), int(state["train_images"]))
+
+
+def _epoch_record(epoch: int, trainer: Trainer, train: dict[str, float], val: dict[str, float] | None) -> dict:
+    record = {"epoch": epoch, "step": trainer.step, "lr": trainer.lr(), "train_loss": train["train_loss"],
+              "train_acc": train["train_acc"], "train_seconds": train["train_seconds"],
+              "images_per_second": train["train_images"] / max(train["train_seconds"], 1e-9)}
+    if val is not None:
+        record.update(val_loss=val["loss"], val_acc=val["acc"])
+    return record
+
+
+def _train_epochs(config: FinetuneConfig, trainer: Trainer, splits: FinetuneSplits, progress: _Progress, *,
+                  state_path: str | None, on_step: StepCallback | None, on_epoch: EpochCallback | None) -> None:
+    for epoch in range(progress.epoch + 1, config.epochs + 1):
+        try:
+            train = trainer.train_epoch(epoch, on_step=on_step)
+        except NonFiniteLossError as exc:
+            kept = (f"the state saved after epoch {progress.epoch} is kept in {state_path}"
+                    if config.save_every and progress.epoch >= config.save_every else "no output was written")
+            raise GhnorthError(f"{exc}; {kept}") from None
+        val = trainer.evaluate(splits.val) if splits.val is not None else None
+        record = _epoch_record(epoch, trainer, train, val)
+        progress.epoch = epoch
+        progress.records.append(record)
+        progress.train_seconds += train["train_seconds"]
+        progress.train_images += int(train["train_images"])
+        if val is not None and (progress.best is None or val["acc"] > progress.best["val_acc"]):
+            progress.best = {"epoch": epoch, "val_acc": val["acc"], "val_loss": val["loss"]}
+            progress.best_model = {k: v.detach().to("cpu", copy=True) for k, v in trainer.model.state_dict().items()}
+        _append_log(config.log, record)
+        if on_epoch is not None:
+            on_epoch(record)
+        if config.save_every and (epoch % config.save_every == 0 or epoch == config.epochs):
+            _save_progress(state_path, trainer, progress, config)
+
+
+def _final_metrics(trainer: Trainer, splits: FinetuneSplits, progress: _Progress) -> dict[str, Any]:
+    last = progress.records[-1] if progress.records else {}
+    test = trainer.evaluate(splits.test)
+    final = {"epoch": progress.epoch, "train_loss": last.get("train_loss"), "train_acc": last.get("train_acc"),
+             "val_loss": last.get("val_loss"), "val_acc": last.get("val_acc"),
+             "test_loss": test["loss"], "test_acc": test["acc"]}
+    best = None
+    if progress.best is not None:
+        last_weights = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+        trainer.model.load_state_dict(progress.best_model)
+        best_test = trainer.evaluate(splits.test)
+        trainer.model.load_state_dict(last_weights)
+        best = {**progress.best, "test_loss": best_test["loss"], "test_acc": best_test["acc"]}
+    return {"final": final, "best": best}
+
+
+def _image_size(config: FinetuneConfig, start: StartingModel) -> int:
+    return start.spec.img_size or config.img_size or DEFAULT_IMG_SIZE
+
+
+def _write_outputs(config: FinetuneConfig, result: FinetuneResult, start: StartingModel) -> None:
+    from ghnorth_cli.checkpoint import model_tensors, provenance, write_checkpoint
+
+    if config.output is not None:
+        tensors, order = model_tensors(result.model)
+        metrics = result.metrics
+        chosen = metrics["best"] if config.save_model == "best" and metrics["best"] else metrics["final"]
+        entry = provenance(
+            command="finetune", options=config.to_dict(), seed=config.seed, inputs=start.inputs,
+            data=metrics["dataset"], weights=f"epoch {chosen['epoch']}", test_acc=chosen["test_acc"],
+        )
+        write_checkpoint(config.output, tensors, spec=result.spec, order=order, history=[*start.history, entry])
+    if config.metrics is not None:
+        _write_text_atomic(config.metrics, json.dumps(result.metrics, indent=2, sort_keys=True) + "\n")
+
+
+def _describe_data(config: FinetuneConfig, dataset, splits: FinetuneSplits) -> dict[str, Any]:
+    return {"name": dataset.name, "classes": dataset.num_classes, "train": len(splits.train),
+            "val": len(splits.val) if splits.val is not None else 0, "test": len(splits.test),
+            "labels_per_class": config.labels_per_class, "data_seed": config.data_seed}
+
+
+def finetune(
+    config: FinetuneConfig, *, on_step: StepCallback | None = None, on_epoch: EpochCallback | None = None
+) -> FinetuneResult:
+    """Fine-tune ``config.arch`` from ``config.init`` on ``config.data``; write the outputs it names."""
+    from ghnorth_cli.checkpoint import library_versions
+
+    wall_start = time.perf_counter()
+    _check_outputs(config)
+    device = resolve_device(config.device)
+    dataset = load_dataset(config.data, data_dir=config.data_dir, download=config.download,
+                           img_size=config.img_size or DEFAULT_IMG_SIZE)
+    splits = make_splits(dataset, labels_per_class=config.labels_per_class, val_size=config.val_size,
+                         seed=config.data_seed, test_size=config.test_size)
+    start = build_starting_model(config, num_classes=dataset.num_classes)
+    log.info("%s: %d tensors from --init %s, new classifier %s", start.spec.arch, len(start.loaded),
+             config.init, ", ".join(start.replaced) or "(kept)")
+    deterministic = device.type == "cpu" if config.deterministic is None else config.deterministic
+    cuda_devices = [device.index or 0] if device.type == "cuda" else []
+    with _deterministic(deterministic), torch.random.fork_rng(devices=cuda_devices):
+        torch.manual_seed(config.seed)
+        trainer = Trainer(start.model, config=config, train=splits.train, mean=dataset.mean, std=dataset.std,
+                          img_size=_image_size(config, start), device=device)
+        state_path = _state_path(config)
+        progress = _resume(state_path, trainer, config) if config.resume else _Progress()
+        if config.log is not None:
+            _write_text_atomic(config.log, "".join(json.dumps(r, sort_keys=True) + "\n" for r in progress.records))
+        _train_epochs(config, trainer, splits, progress, state_path=state_path, on_step=on_step, on_epoch=on_epoch)
+        evaluation = _final_metrics(trainer, splits, progress)
+    model = trainer.model.to("cpu")
+    if config.save_model == "best" and progress.best_model is not None:
+        model.load_state_dict(progress.best_model)
+    metrics = {
+        **evaluation,
+        "best_epoch": progress.best["epoch"] if progress.best else None,
+        "epochs": progress.epoch,
+        "train_seconds": progress.train_seconds,
+        "images_per_second": progress.train_images / max(progress.train_seconds, 1e-9),
+        "wall_seconds": time.perf_counter() - wall_start,
+        "device": str(device),
+        "dataset": _describe_data(config, dataset, splits),
+        "model": start.spec.to_dict(),
+        "init": {"method": "checkpoint" if config.init_is_checkpoint else config.init, **start.report()},
+        "config": config.to_dict(),
+        "versions": library_versions(),
+    }
+    result = FinetuneResult(model, start.spec, metrics, progress.records)
+    _write_outputs(config, result, start)
+    return result
