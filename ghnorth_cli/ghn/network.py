@@ -1,0 +1,91 @@
+"""The GHN-2 network: from a model's graph to a tensor for every parameter it can predict.
+
+Pipeline: primitive embedding + shape embedding per node, gated GNN over (virtual) edges,
+layer norm, then batched decoding per group of same-keyed nodes, fitting to each target
+shape and fan-in normalization. The module names match the released checkpoints' keys.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from ghnorth_cli.ghn.config import GHNConfig
+from ghnorth_cli.ghn.decoder import ConvDecoder
+from ghnorth_cli.ghn.fit import fit_to_shape, normalize
+from ghnorth_cli.ghn.gnn import GatedGNN, build_schedule
+from ghnorth_cli.ghn.mlp import MLP
+from ghnorth_cli.ghn.plan import GroupKey, Kind, Plan, Shape, plan_prediction
+from ghnorth_cli.ghn.shape_encoder import ShapeEncoder
+from ghnorth_cli.graph.types import PRIMITIVES, ModelGraph
+
+log = logging.getLogger(__name__)
+
+
+class GHN2(nn.Module):
+    """Graph HyperNetwork (GHN-2). :meth:`predict` returns ``{parameter name: tensor}``."""
+
+    def __init__(self, config: GHNConfig) -> None:
+        super().__init__()
+        self.config = config
+        hid, max_ch = config.hid, config.max_channels
+        if config.layernorm:
+            self.ln = nn.LayerNorm(hid)
+        self.embed = nn.Embedding(len(PRIMITIVES), hid)
+        self.shape_enc = ShapeEncoder(hid=hid, num_classes=config.num_classes, max_kernel=config.max_shape[3])
+        self.gnn = GatedGNN(hid=hid, ve=config.ve)
+        self.decoder = ConvDecoder(hid=hid, max_shape=config.max_shape, num_classes=config.num_classes)
+        self.decoder_1d = MLP(hid, (hid * 2, 2 * max_ch), last_relu=False)
+        self.bias_class = nn.Sequential(nn.ReLU(), nn.Linear(max_ch, config.num_classes))
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed.weight.device
+
+    def node_features(self, graph: ModelGraph, plan: Plan) -> torch.Tensor:
+        """(n_nodes, hid) node embeddings after graph propagation (and layer norm)."""
+        device = self.device
+        x = self.embed(graph.node_type_ids.to(device))
+        x = x + self.shape_enc(self.shape_enc.shape_indices(plan.node_shapes).to(device))
+        schedule = build_schedule(graph.edges, n_nodes=graph.n_nodes, ve=self.config.ve, device=device)
+        x = self.gnn(x, schedule)
+        return self.ln(x) if self.config.layernorm else x
+
+    def decode(self, x: torch.Tensor, key: GroupKey) -> torch.Tensor:
+        """Decoded tensors (one per row of ``x``) for a group; see :class:`~ghnorth_cli.ghn.plan.Kind`."""
+        if key.kind is Kind.CONV:
+            return self.decoder(x, key.dims)
+        if key.kind is Kind.CLASSIFIER:
+            return self.decoder(x, key.dims, classifier=True)
+        out = self.decoder_1d(x)
+        if key.kind is Kind.TENSOR_3D:
+            return out.view(len(x), -1, 1, 1)
+        out = out.view(len(x), 2, -1)
+        return self.bias_class(out) if key.kind is Kind.CLASSIFIER_BIAS else out
+
+    def predict(self, graph: ModelGraph, shapes: Mapping[str, Shape]) -> dict[str, torch.Tensor]:
+        """Predict every parameter of ``shapes`` (name -> shape) that has a node in ``graph``.
+
+        Returns float32 tensors on the GHN's device, in graph order; parameters without a node
+        are absent (the caller keeps the model's own values for them).
+        """
+        plan = plan_prediction(graph, shapes, max_shape=self.config.max_shape)
+        x = self.node_features(graph, plan)
+        predicted: dict[str, torch.Tensor] = {}
+        for key, targets in plan.groups.items():
+            nodes = list(dict.fromkeys(t.node for t in targets))
+            position = {node: i for i, node in enumerate(nodes)}
+            decoded = self.decode(x[torch.tensor(nodes, device=x.device)], key)
+            for t in targets:
+                w = decoded[position[t.node]]
+                if key.kind in (Kind.VECTOR, Kind.CLASSIFIER_BIAS):
+                    w = w[t.row]
+                w = fit_to_shape(w, t.shape)
+                # Normalizing makes a new tensor; otherwise copy, so no result is a view of another.
+                w = normalize(w, is_weight=t.is_weight) if self.config.weight_norm else w.clone()
+                predicted[t.name] = w.contiguous()
+        order = {t.name: i for i, t in enumerate(sorted(plan.targets, key=lambda t: t.node))}
+        return dict(sorted(predicted.items(), key=lambda kv: order[kv[0]]))

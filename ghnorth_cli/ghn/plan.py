@@ -1,0 +1,127 @@
+"""Which graph node predicts which parameter, and how nodes are grouped for batched decoding.
+
+Each parameter node of the graph predicts its parameter. A 1-D weight (a norm layer's scale)
+also predicts its module's bias from the same node: norm biases have no node of their own.
+Nodes are grouped by a decoding key, the shape the decoder produces before tiling, which is the
+target shape capped at ``max_shape`` and rounded the way the GHN-2 was trained, so that one
+decoder call serves every tensor of a group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+
+from ghnorth_cli.graph.types import ModelGraph
+
+Shape = tuple[int, ...]
+
+
+class Kind(str, Enum):
+    """How a group is decoded."""
+
+    CONV = "conv"  # 2-D and 4-D weights: the convolutional decoder
+    CLASSIFIER = "classifier"  # the classification layer's weight: decoder + class-layer predictor
+    VECTOR = "vector"  # 1-D tensors: the 1-D decoder (row 0: weight, row 1: bias)
+    CLASSIFIER_BIAS = "classifier_bias"  # the classification bias: 1-D decoder + class-bias layer
+    TENSOR_3D = "tensor_3d"  # 3-D weights (e.g. positional embeddings): the 1-D decoder, tiled
+
+
+@dataclass(frozen=True)
+class GroupKey:
+    kind: Kind
+    dims: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One parameter to predict: from ``node``'s decoded tensor (``row`` of it for 1-D outputs)."""
+
+    name: str
+    node: int
+    shape: Shape
+    is_weight: bool
+    row: int = 0
+
+
+@dataclass
+class Plan:
+    """Node shapes for the shape encoder and the decoding groups, in graph order."""
+
+    node_shapes: list[Shape | None]
+    groups: dict[GroupKey, list[Target]] = field(default_factory=dict)
+    classifier: list[str] = field(default_factory=list)  # parameter names of the classification layer
+
+    @property
+    def targets(self) -> list[Target]:
+        return [t for group in self.groups.values() for t in group]
+
+
+def capped(size: int, limit: int) -> int:
+    """A size capped at ``limit``; multiples of 3 become the next multiple of 4; half or more -> ``limit``."""
+    n = min(size, limit)
+    if n % 3 == 0:
+        n = n // 3 * 4
+    return limit if n >= limit / 2 else n
+
+
+def group_key(shape: Shape, *, max_shape: tuple[int, int, int, int], last_weight: bool, last_bias: bool) -> GroupKey:
+    """The decoding group of a parameter of ``shape``."""
+    def cap(j: int) -> int:
+        return capped(shape[j], max_shape[j])
+
+    if len(shape) == 1:
+        return GroupKey(Kind.CLASSIFIER_BIAS if last_bias else Kind.VECTOR, (cap(0),))
+    if last_weight:
+        return GroupKey(Kind.CLASSIFIER, (cap(0), cap(1), 1, 1))
+    if len(shape) == 2:
+        return GroupKey(Kind.CONV, (cap(0), cap(1), 1, 1))
+    if len(shape) == 3:
+        return GroupKey(Kind.TENSOR_3D, (cap(0), cap(1), cap(2)))
+    if len(shape) == 4:
+        return GroupKey(Kind.CONV, (cap(0), cap(1), shape[2], shape[3]))
+    raise ValueError(f"cannot predict a {len(shape)}-D tensor of shape {shape}")
+
+
+def _module(name: str) -> str:
+    return name.rpartition(".")[0]
+
+
+def _resolve(param: str, shapes: Mapping[str, Shape]) -> str | None:
+    """The parameter a node names (nodes may name a module whose ``weight`` is meant)."""
+    if param in shapes:
+        return param
+    if f"{param}.weight" in shapes:
+        return f"{param}.weight"
+    return None
+
+
+def plan_prediction(graph: ModelGraph, shapes: Mapping[str, Shape], *,
+                    max_shape: tuple[int, int, int, int]) -> Plan:
+    """Match graph nodes to the parameters in ``shapes`` (name -> shape) and group them."""
+    plan = Plan(node_shapes=[None] * graph.n_nodes)
+    nodes_named = {n.param for n in graph.param_nodes}
+    matched: set[str] = set()
+    classifier_modules: set[str] = set()
+    for node in graph.param_nodes:
+        name = _resolve(node.param, shapes)
+        if name is None or name in matched or len(shapes[name]) == 0 or len(shapes[name]) > 4:
+            plan.node_shapes[node.index] = tuple(node.shape) or None  # e.g. a pooling kernel
+            continue
+        matched.add(name)
+        shape = tuple(shapes[name])
+        plan.node_shapes[node.index] = shape
+        if node.last_weight or node.last_bias:
+            classifier_modules.add(_module(name))
+        key = group_key(shape, max_shape=max_shape, last_weight=node.last_weight, last_bias=node.last_bias)
+        is_weight = not name.endswith("bias")
+        targets = plan.groups.setdefault(key, [])
+        targets.append(Target(name, node.index, shape, is_weight, row=0 if is_weight else 1))
+        bias = f"{_module(name)}.bias"
+        if (len(shape) == 1 and is_weight and bias in shapes and bias not in nodes_named
+                and tuple(shapes[bias]) == shape):
+            targets.append(Target(bias, node.index, shape, is_weight=False, row=1))
+            matched.add(bias)
+    plan.classifier = [t.name for t in plan.targets if _module(t.name) in classifier_modules]
+    return plan
