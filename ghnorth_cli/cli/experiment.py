@@ -1,0 +1,210 @@
+"""``ghnorth experiment``: compare initializations over architectures, a hyper-parameter grid and seeds.
+
+``experiment run`` plans archs x inits x grid x seeds, fine-tunes every run not finished yet (each in
+DIR/runs/<run_id>/), then writes and prints the report; ``experiment report`` merges the runs of one or
+more experiment directories (e.g. shards run on several machines) into one report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ghnorth_cli.cli.app import app
+from ghnorth_cli.cli.options import JsonOption
+
+_logger = logging.getLogger(__name__)
+
+experiment_app = typer.Typer(
+    name="experiment", no_args_is_help=True, rich_markup_mode=None,
+    help="Compare initializations like the paper's Table 1: grid search per init, mean ± std over seeds.",
+)
+app.add_typer(experiment_app, name="experiment")
+
+ListOption = Optional[list[str]]
+AtOption = Annotated[
+    str, typer.Option("--at", metavar="final|best", help="Numbers after the last epoch (final) or at the "
+                      "best-validation epoch (best).")
+]
+PlotOption = Annotated[bool, typer.Option("--plot", help="Also draw bars.png (test accuracy, error bars) and "
+                                          "curves.png (validation accuracy per epoch) next to the report.")]
+
+
+def _split(values: list[str] | None) -> list[str]:
+    return [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
+
+
+def _seed_list(text: str | None, default: int) -> tuple[int, ...]:
+    from ghnorth_cli.errors import GhnorthError
+
+    try:
+        if text is None:
+            return tuple(range(default))
+        if "," in text:
+            return tuple(dict.fromkeys(int(s) for s in text.split(",") if s.strip()))
+        count = int(text)
+    except ValueError:
+        raise GhnorthError(f"--seeds {text!r}: give a count (3) or a list (0,1,2)") from None
+    if count < 1:
+        raise GhnorthError("--seeds must be at least 1")
+    return tuple(range(count))
+
+
+def _fixed_options(values: list[str]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """``--set KEY=VALUE`` (all archs) and ``--set ARCH:KEY=VALUE`` (one arch)."""
+    from ghnorth_cli.errors import GhnorthError
+    from ghnorth_cli.experiment.grid import canonical_key, parse_value
+
+    fixed: dict[str, Any] = {}
+    per_arch: dict[str, dict[str, Any]] = {}
+    for value in values:
+        target, sep, raw = value.partition("=")
+        if not sep:
+            raise GhnorthError(f"--set {value!r}: expected KEY=VALUE or ARCH:KEY=VALUE")
+        arch, _, key = target.rpartition(":") if target.count(":") else ("", "", target)
+        name = canonical_key(key)
+        (per_arch.setdefault(arch, {}) if arch else fixed)[name] = parse_value(name, raw)
+    return fixed, per_arch
+
+
+def _build_experiment(*, preset: str | None, archs: list[str], inits: list[str], grids: list[str],
+                      seeds: str | None, data: dict[str, Any], sets: list[str], orth) -> Any:
+    from ghnorth_cli.errors import GhnorthError
+    from ghnorth_cli.experiment import DataSettings, Experiment, parse_grids, parse_inits
+    from ghnorth_cli.experiment.presets import get_preset
+
+    p = get_preset(preset) if preset else None
+    data_name = data["data"] or (p.data if p else None)
+    if data_name is None:
+        raise GhnorthError("--data is required (or --preset)")
+    labels = data["labels_per_class"] if data["labels_per_class"] is not None else (p.labels_per_class if p else None)
+    fixed, per_arch = _fixed_options(sets)
+    arch_overrides = {a: {**(p.per_arch.get(a, {}) if p else {}), **per_arch.get(a, {})}
+                      for a in {*(p.per_arch if p else {}), *per_arch}}
+    return Experiment(
+        archs=tuple(archs or (p.archs if p else ())),
+        inits=tuple(parse_inits(inits or (list(p.inits) if p else []))),
+        data=DataSettings(data_name, labels, data["val_size"], data["data_seed"]),
+        grids=tuple(parse_grids(grids)) if grids else (p.grids if p else ()),
+        seeds=_seed_list(seeds, p.seeds if p else 3),
+        fixed={**(p.fixed if p else {}), **fixed}, per_arch=arch_overrides, orth=orth,
+    )
+
+
+def _init_applies(init, arch: str) -> bool:
+    """A checkpoint init serves only the architecture it holds (files without metadata serve all)."""
+    if init.kind != "checkpoint":
+        return True
+    from safetensors import safe_open
+
+    with safe_open(init.source, framework="pt") as f:
+        model = json.loads((f.metadata() or {}).get("ghnorth.model", "null"))
+    if model is None:
+        return True
+    held = model.get("name")
+    if held != arch.split(":")[-1]:
+        _logger.warning("warning: --init %s holds %s: not used for --arch %s", init.source, held, arch)
+        return False
+    return True
+
+
+def _print_report(folders: list[Path], *, out_dir: Path, at: str, plot: bool, as_json: bool) -> None:
+    from ghnorth_cli.experiment.report import build_report, json_report, markdown_report, write_report
+
+    report = build_report(folders, at=at)
+    written = write_report(report, out_dir)
+    if plot:
+        from ghnorth_cli.experiment.plot import plot_bars, plot_curves
+
+        plot_bars(report, out_dir / "bars.png")
+        plot_curves(report, out_dir / "curves.png")
+        written += [out_dir / "bars.png", out_dir / "curves.png"]
+    _logger.info("%d finished runs; wrote %s", len(report.records), ", ".join(str(p) for p in written))
+    if as_json:
+        typer.echo(json.dumps(json_report(report), indent=2))
+    else:
+        typer.echo(markdown_report(report), nl=False)
+
+
+def _dry_run(runs, *, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in runs], indent=2))
+        return
+    for r in runs:
+        hp = " ".join(f"{k}={v}" for k, v in sorted(r.hparams.items()))
+        typer.echo(f"{r.run_id}\t{hp}")
+    _logger.info("%d runs", len(runs))
+
+
+@experiment_app.command("run")
+def run_command(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Experiment directory (created; reused to resume).")],
+    preset: Annotated[Optional[str], typer.Option("--preset", help="table1 (the paper's grid) or table1-recipes "
+                      "(one published configuration per arch); explicit options override it.")] = None,
+    arch: Annotated[ListOption, typer.Option("--arch", "-a", help="Architecture(s); repeat or comma-separate.")] = None,
+    init: Annotated[ListOption, typer.Option("--init", help="Init(s): default, orth, pretrained, ghn:G, ghn-orth:G "
+                    "(G a GHN name or file) or a checkpoint file; repeat or comma-separate.")] = None,
+    grid: Annotated[ListOption, typer.Option("--grid", help="Grid 'opt=sgd,adamw lr=0.01,0.005 ...'; several "
+                    "--grid make a union (conditional grids); '@FILE.json' reads a list of grids.")] = None,
+    seeds: Annotated[Optional[str], typer.Option("--seeds", help="Seed count (3: seeds 0,1,2) or list (0,5).")] = None,
+    set_: Annotated[ListOption, typer.Option("--set", help="Fixed option for every run: KEY=VALUE, or "
+                    "ARCH:KEY=VALUE for one arch (e.g. resnet50:batch_size=96). The grid overrides it.")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", help="Dataset as in finetune: cifar10, cifar100, "
+                    "fashion-mnist, imagefolder:PATH.")] = None,
+    data_dir: Annotated[Optional[str], typer.Option("--data-dir", help="Where the dataset is.")] = None,
+    labels_per_class: Annotated[Optional[int], typer.Option("--labels-per-class", min=1)] = None,
+    val_size: Annotated[float, typer.Option("--val-size", help="Validation images held out of the training "
+                        "set: a count or a fraction (the paper: 10%).")] = 0.1,
+    data_seed: Annotated[int, typer.Option("--data-seed", help="Seed of the few-shot and validation split.")] = 0,
+    pp_preset: Annotated[Optional[str], typer.Option("--pp-preset", help="GHN-orth post-processing preset "
+                         "(default: the published one for the arch, if any).")] = None,
+    beta: Annotated[Optional[float], typer.Option("--beta", help="GHN-orth noise scale.")] = None,
+    orth_from: Annotated[ListOption, typer.Option("--orth-from", metavar="[ARCH=]L",
+                         help="GHN-orth: re-initialize layers L.. (per arch with ARCH=L).")] = None,
+    noise_layers: Annotated[Optional[str], typer.Option("--noise-layers", metavar="all|from-orth")] = None,
+    shard: Annotated[str, typer.Option("--shard", metavar="I/N", help="Run every N-th run from the I-th.")] = "1/1",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1 ...")] = "auto",
+    save_models: Annotated[bool, typer.Option("--save-models", help="Keep each run's fine-tuned checkpoint.")] = False,
+    save_every: Annotated[int, typer.Option("--save-every", min=0, help="Save resumable state every N epochs.")] = 0,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Run failed runs again.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs (this shard's) and stop.")] = False,
+    at: AtOption = "final",
+    plot: PlotOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Fine-tune every (arch, init, configuration, seed) not finished yet, then print the report."""
+    from ghnorth_cli.experiment import parse_shard, plan_runs, run_experiment, select_shard
+    from ghnorth_cli.experiment.executor import FinetuneExecutor
+    from ghnorth_cli.experiment.initspec import OrthSettings, parse_orth_from
+
+    default_from, per_arch_from = parse_orth_from(orth_from or [])
+    orth = OrthSettings(pp_preset, beta, default_from, per_arch_from, noise_layers)
+    experiment = _build_experiment(
+        preset=preset, archs=_split(arch), inits=init or [], grids=grid or [], seeds=seeds, sets=set_ or [],
+        data={"data": data, "labels_per_class": labels_per_class, "val_size": val_size, "data_seed": data_seed},
+        orth=orth)
+    index, count = parse_shard(shard)
+    runs = select_shard(plan_runs(experiment, applies=_init_applies), index=index, count=count)
+    if dry_run:
+        return _dry_run(runs, as_json=as_json)
+    executor = FinetuneExecutor(output, orth, data_dir=data_dir, device=device, save_models=save_models,
+                                save_every=save_every)
+    run_experiment(experiment, runs, out_dir=output, executor=executor, retry_failed=retry_failed)
+    _print_report([output], out_dir=output, at=at, plot=plot, as_json=as_json)
+
+
+@experiment_app.command("report")
+def report_command(
+    folders: Annotated[list[Path], typer.Argument(help="Experiment directories (e.g. one per shard) to merge.")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where report.md/.csv/.json go "
+                      "(default: the first directory).")] = None,
+    at: AtOption = "final",
+    plot: PlotOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Merge the finished runs of experiment directories into one report (Markdown on stdout)."""
+    _print_report(folders, out_dir=output or folders[0], at=at, plot=plot, as_json=as_json)

@@ -1,0 +1,57 @@
+"""The executor that runs an experiment's runs as ordinary ``ghnorth finetune`` runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ghnorth_cli.experiment.initspec import OrthSettings
+from ghnorth_cli.experiment.materialize import GhnPredictor, materialize_init, predict_with_ghn
+from ghnorth_cli.experiment.plan import Run
+from ghnorth_cli.experiment.runner import INITS_DIR, RunPaths
+
+DEFAULT_IMG_SIZE = 32  # fine-tuning's own default when neither the grid nor the options set it
+
+
+@dataclass
+class FinetuneExecutor:
+    """Fine-tune one run with :func:`ghnorth_cli.finetune.finetune`; returns its metrics."""
+
+    out_dir: Path
+    orth: OrthSettings
+    data_dir: str | None = None
+    device: str = "auto"
+    save_models: bool = False
+    save_every: int = 0
+    options: dict[str, Any] | None = None  # other FinetuneConfig fields, e.g. {"amp": False}
+    predictor: GhnPredictor = predict_with_ghn
+
+    def init_for(self, run: Run) -> str:
+        """What ``--init`` fine-tuning gets: a built-in name or a checkpoint file."""
+        if run.init.kind == "checkpoint":
+            return str(run.init.source)
+        if not run.init.needs_materializing:
+            return run.init.kind
+        img_size = int(run.hparams.get("img_size") or DEFAULT_IMG_SIZE)
+        path = materialize_init(run.init, arch=run.arch, img_size=img_size, seed=run.seed, data=run.data.data,
+                                cache_dir=self.out_dir / INITS_DIR, orth=self.orth, predictor=self.predictor)
+        return str(path)
+
+    def __call__(self, run: Run, paths: RunPaths) -> dict[str, Any]:
+        from ghnorth_cli.finetune import FinetuneConfig, finetune
+
+        resume = bool(self.save_every) and paths.state.is_file()
+        fields = {
+            **(self.options or {}), **run.hparams, **run.data.to_dict(),
+            "arch": run.arch, "init": self.init_for(run), "data_dir": self.data_dir, "seed": run.seed,
+            "device": self.device, "log": str(paths.log),
+            "output": str(paths.checkpoint) if self.save_models else None,
+            "state": str(paths.state) if self.save_every else None, "save_every": self.save_every, "resume": resume,
+        }
+        result = finetune(FinetuneConfig(**fields))
+        if self.save_every:
+            paths.state.unlink(missing_ok=True)
+        metrics = dict(result.metrics)
+        metrics["num_params"] = sum(p.numel() for p in result.model.parameters())
+        return metrics

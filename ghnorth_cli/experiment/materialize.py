@@ -1,0 +1,89 @@
+"""GHN and GHN-orth inits as checkpoints, made once per (arch, image size, init, seed) and cached.
+
+The cached file lives in the experiment's ``inits/`` folder under a name that says what it is and
+hashes everything it depends on; a later run (or a resumed experiment) reuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ghnorth_cli.errors import GhnorthError
+from ghnorth_cli.experiment.initspec import InitSpec, OrthSettings
+
+log = logging.getLogger(__name__)
+
+# Class counts of the datasets fine-tuning knows, so the predicted classifier has the right shape
+# (fine-tuning replaces it anyway; None keeps the model's own).
+KNOWN_CLASSES = {"cifar10": 10, "cifar100": 100, "fashion-mnist": 10}
+
+# Predicts the parameters of ``model`` in place with the GHN named ``ghn``; returns provenance.
+GhnPredictor = Callable[..., dict[str, Any]]
+
+
+def init_key(init: InitSpec, *, arch: str, img_size: int, seed: int, num_classes: int | None,
+             settings: dict[str, Any] | None) -> dict[str, Any]:
+    return {"arch": arch, "img_size": img_size, "seed": seed, "num_classes": num_classes,
+            "init": {"kind": init.kind, "source": init.source}, "postprocess": settings}
+
+
+def cached_init_path(cache_dir: Path, key: dict[str, Any], *, init: InitSpec) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+    arch = key["arch"].replace(":", "-").replace("/", "-")
+    return cache_dir / f"{arch}-{init.slug}-{key['img_size']}px-s{key['seed']}-{digest}.safetensors"
+
+
+def predict_with_ghn(model, *, ghn: str) -> dict[str, Any]:
+    """Predict ``model``'s parameters in place with GHN ``ghn`` (a known name or a file)."""
+    try:
+        from ghnorth_cli.ghn.predict import predict_parameters  # written by the predict command
+    except ImportError:
+        raise GhnorthError("GHN inits need `ghnorth predict`, which this installation does not have") from None
+    result = predict_parameters(model, ghn)
+    return result if isinstance(result, dict) else {}
+
+
+def materialize_init(
+    init: InitSpec,
+    *,
+    arch: str,
+    img_size: int,
+    seed: int,
+    data: str,
+    cache_dir: str | Path,
+    orth: OrthSettings,
+    predictor: GhnPredictor = predict_with_ghn,
+) -> Path:
+    """The checkpoint of a ``ghn:G`` / ``ghn-orth:G`` init, predicted (and post-processed) at most once."""
+    import torch
+
+    from ghnorth_cli.checkpoint import model_tensors, provenance, write_checkpoint
+    from ghnorth_cli.models import create_model, resolve_spec
+    from ghnorth_cli.postprocess import postprocess
+
+    if not init.needs_materializing:
+        raise ValueError(f"{init.label} needs no materializing")
+    num_classes = KNOWN_CLASSES.get(data.lower())
+    spec = resolve_spec(arch, num_classes=num_classes, img_size=img_size, small_input=img_size <= 32)
+    settings = orth.for_arch(spec.name) if init.kind == "ghn-orth" else None
+    key = init_key(init, arch=spec.arch, img_size=img_size, seed=seed, num_classes=num_classes, settings=settings)
+    path = cached_init_path(Path(cache_dir), key, init=init)
+    if path.is_file():
+        return path
+    model = create_model(spec, seed=seed)
+    info = predictor(model, ghn=init.source)
+    tensors, order = model_tensors(model)
+    history = [provenance(command="predict", options={"ghn": init.source, **info}, seed=seed)]
+    if settings is not None:
+        tensors, _ = postprocess(tensors, order, beta=settings["beta"], orth_from=settings["orth_from"],
+                                 noise_layers=settings["noise_layers"], generator=torch.Generator().manual_seed(seed))
+        history.append(provenance(command="postprocess", options=settings, seed=seed))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_checkpoint(path, tensors, spec=spec, order=order, history=history, extra={"ghnorth.experiment_init": key})
+    log.info("init %s for %s (%d px, seed %d) -> %s", init.label, spec.arch, img_size, seed, path)
+    return path
