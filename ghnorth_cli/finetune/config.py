@@ -53,6 +53,18 @@ class FinetuneConfig:
     save_every: int = 0
     resume: bool = False
 
+    def __post_init__(self) -> None:
+        choices = {"opt": ("sgd", "adamw"), "save_model": ("best", "last")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise GhnorthError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, "
+                                   f"got {getattr(self, name)!r}")
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise GhnorthError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.save_model == "best" and not self.val_size:
+            raise GhnorthError("--save-model best needs a validation set (--val-size)")
+
     def replace(self, **changes: Any) -> "FinetuneConfig":
         return dataclasses.replace(self, **changes)
 
