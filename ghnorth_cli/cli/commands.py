@@ -8,4 +8,5 @@ from ghnorth_cli.cli import postprocess  # noqa: F401
 from ghnorth_cli.cli import analyze  # noqa: F401
 from ghnorth_cli.cli import experiment  # noqa: F401
 from ghnorth_cli.cli import graph  # noqa: F401
+from ghnorth_cli.cli import embed  # noqa: F401
 from ghnorth_cli.cli import finetune  # noqa: F401

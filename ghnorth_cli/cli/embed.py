@@ -1,0 +1,104 @@
+"""``ghnorth embed``: one latent vector per architecture from a GHN-2 (mean of its node embeddings)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ghnorth_cli.cli.app import app
+from ghnorth_cli.cli.options import ImgSizeOption, NumClassesOption
+
+_logger = logging.getLogger(__name__)
+
+GhnOption = Annotated[Path, typer.Option("--ghn", "-g", metavar="FILE", help="GHN-2 checkpoint (.pt in the "
+                                         "released format: 'state_dict' + 'config'; read with weights_only).")]
+ArchsOption = Annotated[Optional[list[str]], typer.Option("--arch", "-a", help="Model to embed (repeat for several).")]
+ArchFileOption = Annotated[
+    Optional[Path], typer.Option("--arch-file", metavar="FILE", help="Text file with one --arch value per line "
+                                 "(blank lines and '#' comments ignored).")
+]
+GraphFileOption = Annotated[
+    Optional[list[str]], typer.Option("--graph", metavar="FILE", help="Graph JSON written by `ghnorth graph -o "
+                                      "X.json` (repeatable); named after the file.")
+]
+EmbedOutputOption = Annotated[
+    str, typer.Option("--output", "-o", metavar="FILE", help="Embeddings JSON; '-' writes to stdout.")
+]
+
+
+def read_arch_file(path: Path) -> list[str]:
+    """The architectures listed in ``path``, one per line, without blanks and ``#`` comments."""
+    from ghnorth_cli.errors import GhnorthError
+
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise GhnorthError(f"cannot read --arch-file {path}: {exc.strerror or exc}") from None
+    archs = [line.split("#", 1)[0].strip() for line in lines]
+    return [a for a in archs if a]
+
+
+def _read_graph_file(path: str):
+    from ghnorth_cli.errors import GhnorthError
+    from ghnorth_cli.graph.types import ModelGraph
+
+    try:
+        return ModelGraph.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+    except OSError as exc:
+        raise GhnorthError(f"cannot read --graph {path}: {exc.strerror or exc}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise GhnorthError(f"--graph {path} is not a graph JSON written by `ghnorth graph`: {exc}") from None
+
+
+def _embed_arch(ghn, arch: str, *, num_classes: int | None, img_size: int | None):
+    from ghnorth_cli.embedding import embed_graph
+    from ghnorth_cli.graph.capture import capture_graph
+    from ghnorth_cli.models import create_model, resolve_spec
+
+    spec = resolve_spec(arch, num_classes=num_classes or ghn.config.num_classes, img_size=img_size)
+    model = create_model(spec, seed=0)
+    graph = capture_graph(model, img_size=spec.img_size, ve_cutoff=ghn.config.ve_cutoff)
+    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    info = {"arch": spec.arch, "img_size": spec.img_size, "num_classes": spec.num_classes}
+    return embed_graph(ghn, graph, name=arch, shapes=shapes, info=info)
+
+
+@app.command("embed")
+def embed_command(
+    ghn_path: GhnOption,
+    output: EmbedOutputOption,
+    archs: ArchsOption = None,
+    arch_file: ArchFileOption = None,
+    graphs: GraphFileOption = None,
+    img_size: ImgSizeOption = None,
+    num_classes: NumClassesOption = None,
+) -> None:
+    """Embed architectures in the GHN's latent space: mean of node embeddings after propagation (JSON)."""
+    from ghnorth_cli.checkpoint import write_bytes_atomic
+    from ghnorth_cli.embedding import dumps_embeddings, embed_graph, embeddings_document, load_ghn_file
+    from ghnorth_cli.errors import GhnorthError
+
+    names = list(archs or []) + (read_arch_file(arch_file) if arch_file else [])
+    if not names and not graphs:
+        raise GhnorthError("nothing to embed: give --arch, --arch-file or --graph")
+    ghn, sha256 = load_ghn_file(ghn_path)
+    embeddings = []
+    for arch in names:
+        embeddings.append(_embed_arch(ghn, arch, num_classes=num_classes, img_size=img_size))
+        _logger.info("%s: %d nodes", arch, embeddings[-1].n_nodes)
+    for path in graphs or []:
+        embeddings.append(embed_graph(ghn, _read_graph_file(path), name=Path(path).stem, info={"graph": path}))
+        _logger.info("%s: %d nodes", path, embeddings[-1].n_nodes)
+    seen: set[str] = set()
+    for e in embeddings:
+        if e.name in seen:
+            raise GhnorthError(f"{e.name!r} is given twice; every embedded model needs its own name")
+        seen.add(e.name)
+    document = embeddings_document(embeddings, ghn={"file": str(ghn_path), "sha256": sha256,
+                                                    "config": ghn.config.to_dict()})
+    write_bytes_atomic(output, dumps_embeddings(document).encode())
+    _logger.info("%d embeddings (dim %s) -> %s", len(embeddings), document["dim"], output)
