@@ -10,6 +10,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ghnorth_cli.cli.app import app
+from ghnorth_cli.cli.latent import (EmbeddingsOption, MetricCsvOption, MetricOption, NeighboursOption,
+                                    ReferenceOption, run_latent_analysis)
 from ghnorth_cli.cli.options import ImgSizeOption, JsonOption, NumClassesOption, OptionalArchOption
 
 _logger = logging.getLogger(__name__)
@@ -98,7 +100,7 @@ def _analyze_file(path: str, *, arch, num_classes, img_size):
 
 @app.command("analyze")
 def analyze_command(
-    files: FilesArgument,
+    files: FilesArgument = None,
     labels: LabelOption = None,
     as_json: JsonOption = False,
     plot: PlotOption = None,
@@ -106,12 +108,22 @@ def analyze_command(
     arch: OptionalArchOption = None,
     num_classes: NumClassesOption = None,
     img_size: ImgSizeOption = None,
+    embeddings: EmbeddingsOption = None,
+    reference: ReferenceOption = None,
+    metric_csv: MetricCsvOption = None,
+    metric: MetricOption = None,
+    neighbours: NeighboursOption = 3,
 ) -> None:
     """Correlation between the output channels of every conv/linear layer: a table, --json, --plot (Fig. 2)."""
     from ghnorth_cli.errors import GhnorthError
     from ghnorth_cli.cli.postprocess import check_writable
     from ghnorth_cli.plotting import figure_format, plot_figure2
 
+    if embeddings:  # the latent map (Figure 4) instead of channel correlations
+        return run_latent_analysis(embeddings=embeddings, reference=reference, plot=plot, metric_csv=metric_csv,
+                                   metric=metric, neighbours=neighbours, as_json=as_json)
+    if not files:
+        raise GhnorthError("give checkpoints to analyze, or --embeddings FILE")
     if files.count("-") > 1:
         raise GhnorthError("'-' (stdin) can be given only once")
     names = _labels(files, labels)

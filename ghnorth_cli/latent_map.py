@@ -1,0 +1,260 @@
+"""Where architectures land in a GHN's latent space (the GHN-orth paper's Figure 4).
+
+Embeddings come from ``ghnorth embed``. A 2-D PCA map shows them, optionally coloured by a metric;
+a nearest-neighbour table says, for each named model, how far it is from the closest architectures of
+a reference set (e.g. the architectures the GHN was trained or validated on) compared with how far
+reference architectures are from each other: a model farther than almost all of them is out of the
+GHN's distribution, and its predicted parameters deserve less trust.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ghnorth_cli.errors import GhnorthError
+
+EMBEDDINGS_FORMAT = "ghnorth.embeddings"
+OUTSIDE_PERCENTILE = 95.0  # farther than this share of the reference's own neighbour distances = outside
+KEY_COLUMNS = ("name", "arch", "model", "label")
+
+
+@dataclass(frozen=True)
+class EmbeddingSet:
+    """Named latent vectors (``vectors[i]`` belongs to ``names[i]``) and where they came from."""
+
+    names: list[str]
+    vectors: np.ndarray
+    sources: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def _parse_embeddings(data: Any, source: str) -> EmbeddingSet:
+    if not isinstance(data, Mapping) or data.get("format") != EMBEDDINGS_FORMAT:
+        raise GhnorthError(f"{source} is not an embeddings file written by `ghnorth embed`")
+    models = data.get("models") or []
+    try:
+        names = [str(m["name"]) for m in models]
+        vectors = np.array([[float(v) for v in m["embedding"]] for m in models], dtype=np.float64)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise GhnorthError(f"{source}: malformed model entry ({exc})") from None
+    if vectors.ndim != 2 or not len(names):
+        raise GhnorthError(f"{source} holds no embeddings of one common size")
+    return EmbeddingSet(names=names, vectors=vectors, sources=[source] * len(names))
+
+
+def read_embeddings(path: str | Path) -> EmbeddingSet:
+    """The embeddings in a ``ghnorth embed`` JSON file."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise GhnorthError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise GhnorthError(f"{path} is not JSON: {exc}") from None
+    return _parse_embeddings(data, str(path))
+
+
+def merge_sets(sets: Sequence[EmbeddingSet]) -> EmbeddingSet:
+    """One set from several; all vectors must have the same size (i.e. come from the same GHN)."""
+    dims = {s.vectors.shape[1] for s in sets}
+    if len(dims) > 1:
+        raise GhnorthError(f"embeddings of different sizes {sorted(dims)}: were they made by different GHNs?")
+    return EmbeddingSet(names=[n for s in sets for n in s.names], vectors=np.concatenate([s.vectors for s in sets]),
+                        sources=[src for s in sets for src in s.sources])
+
+
+@dataclass(frozen=True)
+class PCA2D:
+    """A 2-D principal-component projection: ``(x - mean) @ components.T``."""
+
+    mean: np.ndarray
+    components: np.ndarray  # (2, d)
+    explained: np.ndarray  # (2,) share of the variance along each axis
+
+    def transform(self, vectors: np.ndarray) -> np.ndarray:
+        return (np.asarray(vectors, dtype=np.float64) - self.mean) @ self.components.T
+
+
+def fit_pca(vectors: np.ndarray) -> PCA2D:
+    """PCA by SVD; each axis's sign is fixed (largest loading positive) so results are reproducible."""
+    x = np.asarray(vectors, dtype=np.float64)
+    mean = x.mean(axis=0)
+    _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
+    components = np.zeros((2, x.shape[1]))
+    components[: min(2, len(vt))] = vt[:2]
+    for row in components:
+        j = int(np.argmax(np.abs(row)))
+        if row[j] < 0:
+            row *= -1
+    variance = s ** 2
+    total = float(variance.sum())
+    explained = np.zeros(2)
+    explained[: min(2, len(s))] = variance[:2] / total if total > 0 else 0.0
+    return PCA2D(mean=mean, components=components, explained=explained)
+
+
+@dataclass(frozen=True)
+class NeighbourReport:
+    """A named model's nearest reference architectures (Euclidean, in the full latent space).
+
+    ``percentile``: the share (in %) of reference architectures whose own nearest other reference
+    architecture is closer than this model's nearest one; ``outside`` when it exceeds
+    :data:`OUTSIDE_PERCENTILE` (nan/False when the reference has fewer than 2 architectures).
+    """
+
+    name: str
+    neighbours: list[tuple[str, float]]
+    percentile: float
+    outside: bool
+
+    @property
+    def distance(self) -> float:
+        return self.neighbours[0][1] if self.neighbours else math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "distance": self.distance, "percentile": self.percentile, "outside": self.outside,
+                "neighbours": [{"name": n, "distance": d} for n, d in self.neighbours]}
+
+
+def pairwise_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) Euclidean distances."""
+    diff = np.asarray(a, dtype=np.float64)[:, None, :] - np.asarray(b, dtype=np.float64)[None, :, :]
+    return np.sqrt((diff ** 2).sum(axis=-1))
+
+
+def reference_spacing(reference: EmbeddingSet) -> np.ndarray:
+    """Each reference architecture's distance to its nearest other reference architecture."""
+    if len(reference) < 2:
+        return np.zeros(0)
+    d = pairwise_distances(reference.vectors, reference.vectors)
+    np.fill_diagonal(d, np.inf)
+    return d.min(axis=1)
+
+
+def nearest_neighbours(named: EmbeddingSet, reference: EmbeddingSet, *, k: int = 3) -> list[NeighbourReport]:
+    """The ``k`` nearest reference architectures of every named model (a model never counts as its own
+    neighbour: reference entries with the model's name are skipped)."""
+    spacing = np.sort(reference_spacing(reference))
+    d = pairwise_distances(named.vectors, reference.vectors)
+    reports = []
+    for i, name in enumerate(named.names):
+        order = [j for j in np.argsort(d[i], kind="stable") if reference.names[j] != name][:k]
+        neighbours = [(reference.names[j], float(d[i, j])) for j in order]
+        if len(spacing) and neighbours:
+            percentile = 100.0 * float(np.searchsorted(spacing, neighbours[0][1], side="left")) / len(spacing)
+        else:
+            percentile = math.nan
+        reports.append(NeighbourReport(name=name, neighbours=neighbours, percentile=percentile,
+                                       outside=bool(percentile > OUTSIDE_PERCENTILE)))
+    return reports
+
+
+def read_metric_csv(path: str | Path, *, column: str | None = None) -> tuple[str, dict[str, float]]:
+    """``(column, {model name: value})`` from a CSV with a name/arch/model/label column.
+
+    ``column`` defaults to the first other column holding numbers; rows without a number are skipped.
+    """
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as exc:
+        raise GhnorthError(f"cannot read {path}: {exc.strerror or exc}") from None
+    header = list(rows[0]) if rows else []
+    key = next((c for c in KEY_COLUMNS if c in header), None)
+    if key is None:
+        raise GhnorthError(f"{path} needs a column naming the models: one of {', '.join(KEY_COLUMNS)}")
+    if column is None:
+        column = next((c for c in header if c != key and _number(rows[0].get(c)) is not None), None)
+        if column is None:
+            raise GhnorthError(f"{path} has no numeric column to colour by")
+    elif column not in header:
+        raise GhnorthError(f"{path} has no column {column!r} (columns: {', '.join(header)})")
+    values = {row[key]: _number(row.get(column)) for row in rows}
+    return column, {name: v for name, v in values.items() if v is not None}
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        value = float(text) if text not in (None, "") else None
+    except ValueError:
+        return None
+    return value if value is None or math.isfinite(value) else None
+
+
+def _metric_colors(names: Sequence[str], metric: Mapping[str, float] | None) -> np.ndarray | None:
+    if not metric:
+        return None
+    return np.array([metric.get(n, math.nan) for n in names], dtype=np.float64)
+
+
+def plot_latent_map(path: str | Path, *, named: EmbeddingSet, reference: EmbeddingSet | None = None,
+                    metric: Mapping[str, float] | None = None, metric_name: str = "metric",
+                    title: str | None = None) -> PCA2D:
+    """Draw the 2-D PCA map into ``path`` (.png, .svg or .pdf) and return the projection.
+
+    The PCA is fitted on the reference set when one is given (the map's axes are the reference's main
+    directions, as in the paper), else on the named models. Reference architectures are small dots,
+    named models large labelled markers; with ``metric`` both are coloured by it (grey: no value).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    from ghnorth_cli.plotting import figure_format
+
+    fmt = figure_format(path)
+    pca = fit_pca(reference.vectors if reference is not None and len(reference) >= 2 else named.vectors)
+    fig = Figure(figsize=(7.5, 6.0))
+    ax = fig.add_subplot()
+    values = [v for v in (metric or {}).values()]
+    norm = matplotlib.colors.Normalize(min(values), max(values)) if values else None
+    cmap = matplotlib.colormaps["viridis"]
+
+    def colours(names: Sequence[str], fallback: str) -> list:
+        c = _metric_colors(names, metric)
+        if c is None:
+            return [fallback] * len(names)
+        return [cmap(norm(v)) if math.isfinite(v) else "#c8c8c8" for v in c]
+
+    if reference is not None and len(reference):
+        xy = pca.transform(reference.vectors)
+        ax.scatter(xy[:, 0], xy[:, 1], s=12, c=colours(reference.names, "#9a9a9a"), linewidths=0, alpha=0.8,
+                   label=f"reference ({len(reference)})")
+    xy = pca.transform(named.vectors)
+    palette = matplotlib.colormaps["tab10"]
+    fills = colours(named.names, "") if metric else [palette(i % 10) for i in range(len(named))]
+    ax.scatter(xy[:, 0], xy[:, 1], s=90, c=fills, marker="*", edgecolors="black", linewidths=0.8, zorder=3,
+               label="named models")
+    for (x, y), name in zip(xy, named.names):
+        ax.annotate(name, (x, y), xytext=(6, 5), textcoords="offset points", fontsize=8, zorder=4,
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.7})
+    if norm is not None:
+        mappable = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
+        fig.colorbar(mappable, ax=ax, label=metric_name)
+    ax.set_xlabel(f"PC 1 ({100 * pca.explained[0]:.0f}% of variance)")
+    ax.set_ylabel(f"PC 2 ({100 * pca.explained[1]:.0f}% of variance)")
+    ax.set_title(title or "architectures in the GHN's latent space (PCA of mean node embeddings)", fontsize=10)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    _save_figure(fig, path, fmt=fmt)
+    return pca
+
+
+def _save_figure(fig, path: str | Path, *, fmt: str) -> None:
+    from io import BytesIO
+
+    from ghnorth_cli.checkpoint import write_bytes_atomic
+
+    buffer = BytesIO()
+    fig.savefig(buffer, format=fmt, dpi=150)
+    write_bytes_atomic(path, buffer.getvalue())
