@@ -101,10 +101,10 @@ def finetune_command(
     json_out: JsonOption = False,
 ) -> None:
     """Fine-tune a classifier on an image dataset and report its validation and test accuracy."""
+    options = {k: v for k, v in locals().items() if k not in ("recipe", "progress", "json_out")}
     from ghnorth_cli.finetune import finetune
     from ghnorth_cli.finetune.progress import ConsoleProgress
 
-    options = {k: v for k, v in locals().items() if k not in ("recipe", "progress", "json_out")}
     config = finetune_config(recipe=recipe, **options)
     callbacks = {}
     if progress and _logger.getEffectiveLevel() <= logging.INFO:

@@ -33,6 +33,14 @@ class StartingModel:
     def report(self) -> dict[str, Any]:
         return {"init_loaded": len(self.loaded), "init_replaced": list(self.replaced)}
 
+    def describe(self, init: str) -> str:
+        if init == "default":
+            return f"{self.spec.arch}: the model's own initialization (seeded)"
+        if init == "orth":
+            return f"{self.spec.arch}: {len(self.loaded)} weights orthogonal (Eq. 2), the rest default"
+        return (f"{self.spec.arch}: loaded {len(self.loaded)} tensors from {init}; new classifier "
+                f"{', '.join(self.replaced) or '(none found)'} for {self.spec.num_classes} classes")
+
 
 def _classifier(model: nn.Module) -> list[str]:
     return classifier_tensor_names({k: tuple(v.shape) for k, v in model.state_dict().items()})

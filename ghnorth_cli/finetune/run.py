@@ -206,8 +206,7 @@ def finetune(
     splits = make_splits(dataset, labels_per_class=config.labels_per_class, val_size=config.val_size,
                          seed=config.data_seed, test_size=config.test_size)
     start = build_starting_model(config, num_classes=dataset.num_classes)
-    log.info("%s: %d tensors from --init %s, new classifier %s", start.spec.arch, len(start.loaded),
-             config.init, ", ".join(start.replaced) or "(kept)")
+    log.info("%s", start.describe(config.init))
     deterministic = device.type == "cpu" if config.deterministic is None else config.deterministic
     cuda_devices = [device.index or 0] if device.type == "cuda" else []
     with _deterministic(deterministic), torch.random.fork_rng(devices=cuda_devices):
