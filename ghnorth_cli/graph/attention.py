@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from ghnorth_cli.graph.digraph import DiGraph
 
-_MATMUL_OPS = ("Bmm", "Mm", "Matmul", "Einsum", "UnsafeView")
+_MATMUL_OPS = ("Bmm", "Mm", "Matmul", "Einsum")
+_SOFTMAX_OPS = ("Softmax", "SafeSoftmax")
 
 
 def attention_product(graph: DiGraph, softmax: int) -> int | None:
@@ -26,7 +27,7 @@ def attention_product(graph: DiGraph, softmax: int) -> int | None:
             node = graph.nodes[i]
             if node.is_param or node.primitive is not None:
                 continue
-            if node.op in _MATMUL_OPS[:4]:
+            if node.op in _MATMUL_OPS:
                 return i
             nxt.extend(sorted(graph.succ[i]))
         frontier = nxt
@@ -37,7 +38,7 @@ def mark_attention(graph: DiGraph) -> DiGraph:
     """Type the product after each softmax as ``msa`` (in place), unless DeepNets-1M's own
     rule already applies (a ``Clone`` eleven nodes after the softmax)."""
     for i, node in enumerate(graph.nodes):
-        if node.is_param or not node.name.startswith("Softmax"):
+        if node.is_param or node.op not in _SOFTMAX_OPS:
             continue
         if i + 11 < len(graph) and graph.nodes[i + 11].op == "Clone":
             continue

@@ -26,8 +26,9 @@ def param_node(info: ParamInfo) -> Node | None:
     return Node(name=info.name, primitive=primitive, is_param=True, shape=info.shape, module=info.module)
 
 
-def op_node(fn: Any) -> Node:
-    """The node for an autograd op; keeps the attributes later steps read (pool size, keepdim)."""
+def op_node(fn: Any, *, global_pool: bool = False) -> Node:
+    """The node for an autograd op; keeps the attributes later steps read (pool size, keepdim,
+    number of reduced dims). ``global_pool`` marks the output of a global-pooling module."""
     name = type(fn).__name__
     attrs: dict[str, Any] = {}
     op = op_name(name)
@@ -38,6 +39,8 @@ def op_node(fn: Any) -> Node:
         keepdim = getattr(fn, "_saved_keepdim", None)
         if keepdim is not None:
             attrs["keepdim"] = bool(keepdim)
+            attrs["reduced_dims"] = len(getattr(fn, "_saved_dim", None) or ())
+        attrs["global_pool"] = global_pool
     return Node(name=name, primitive=op_primitive(op), attrs=attrs)
 
 
@@ -66,7 +69,9 @@ class _Walker:
         """Create the nodes of ``fn``; returns its first node (``None`` for AccumulateGrad)."""
         first = last = None
         if not hasattr(fn, "variable"):
-            leaves = _leaf_params(fn, self.trace.params) or [(fn, op_node(fn))]
+            leaves = _leaf_params(fn, self.trace.params) or [
+                (fn, op_node(fn, global_pool=fn in self.trace.global_pools))
+            ]
             for key, node in leaves:
                 last = self.graph.add_node(node)
                 first = last if first is None else first

@@ -75,7 +75,7 @@ def node_graph(model: nn.Module, *, img_size: int = 224) -> DiGraph:
     trace = trace_model(model, img_size=img_size)
     graph, users = build_graph(trace)
     graph = add_input(graph, users=users)
-    graph = drop_data_free_ops(graph, input_index=len(graph) - 1)
+    graph = drop_data_free_ops(graph, input_index=0)
     graph = straighten_weights(graph)
     graph = sort_nodes(graph)
     graph = split_pos_enc(graph)

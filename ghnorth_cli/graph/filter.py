@@ -6,6 +6,9 @@ The passes and their conditions are DeepNets-1M's, in its order:
 2. ``Clone`` is attention (``msa``) only eleven nodes after a softmax (its own MSA layout);
 3. every op without a primitive goes;
 4. ``Mean`` is a global pooling only with ``keepdim=True`` (a mean without that argument is kept);
+   ghnorth adds: only if it reduces two or more dims (a mean over channels, as in ConvNeXt-V2's
+   GRN, is no pooling), and always if it is the output of a global-pooling module (timm's
+   ``FastAdaptiveAvgPool``, the counterpart of ``nn.AdaptiveAvgPool2d``);
 5. ``Add`` (``sum``) and 6. ``Cat`` (``concat``) stay only with two or more inputs.
 
 Within a pass, removed nodes keep their edges until the pass ends; inputs are counted with
@@ -30,9 +33,12 @@ def _keep_clone(graph: DiGraph, i: int) -> bool:
 
 
 def _keep_mean(graph: DiGraph, i: int) -> bool:
-    keepdim = graph.nodes[i].attrs.get("keepdim")
+    attrs = graph.nodes[i].attrs
+    if attrs.get("global_pool"):
+        return True
+    keepdim = attrs.get("keepdim")
     if keepdim is not None:
-        return keepdim
+        return keepdim and attrs.get("reduced_dims", 2) >= 2
     return i < len(graph) - 1 and not graph.nodes[i + 1].name.startswith("cells.")
 
 

@@ -14,13 +14,17 @@ _WEIGHT_PRIMITIVES = ("conv", "sep_conv", "dil_conv")
 
 
 def add_input(graph: DiGraph, *, users: list[int]) -> DiGraph:
-    """Append the ``input`` node (last, for now) with an edge to every node that reads the input."""
+    """Prepend the ``input`` node with an edge to every node that reads the input.
+
+    Placed first, so that it also comes first among the sources of the topological sort
+    (position embeddings and class tokens are sources too).
+    """
     if not users:
         raise GraphCaptureError("the model's output does not depend on its input")
     index = graph.add_node(Node(name="input", primitive="input"))
     for user in users:
         graph.add_edge(index, user)
-    return graph
+    return graph.subgraph([index, *range(index)])
 
 
 def drop_data_free_ops(graph: DiGraph, *, input_index: int) -> DiGraph:

@@ -10,14 +10,16 @@ forward needs real numbers is run again on CPU with detached aliases of its tens
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Iterator
 
 import torch
 from torch import nn
 
 from ghnorth_cli.graph.errors import GraphCaptureError
+from ghnorth_cli.graph.fast_meta import FastMetaMode
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ class Trace:
     output: torch.Tensor  # keeps the autograd graph alive
     stand_ins: dict[str, torch.Tensor]  # keeps the ids in ``params`` valid
     device: str
+    global_pools: set = field(default_factory=set)  # autograd nodes of global average pools
 
 
 def named_param_owners(model: nn.Module) -> dict[str, tuple[str, nn.Module]]:
@@ -91,6 +94,32 @@ def _stand_ins(model: nn.Module, device: str) -> tuple[dict[str, torch.Tensor], 
     return tensors, infos
 
 
+# Modules that pool globally with ``Tensor.mean`` (a bare mean is kept only with keepdim=True).
+_GLOBAL_POOL_MODULES = ("FastAdaptiveAvgPool",)
+
+
+@contextlib.contextmanager
+def _pool_hooks(model: nn.Module, pools: set) -> Iterator[None]:
+    """Record the autograd nodes of the outputs of global-pooling modules while active."""
+
+    def hook(module: nn.Module, args: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor) and output.grad_fn is not None:
+            pools.add(output.grad_fn)
+
+    handles = [
+        m.register_forward_hook(hook) for m in model.modules() if type(m).__name__ in _GLOBAL_POOL_MODULES
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _shape_mode(device: str) -> contextlib.AbstractContextManager:
+    return FastMetaMode() if device == "meta" else contextlib.nullcontext()
+
+
 def _forward(model: nn.Module, *, device: str, img_size: int, batch_size: int) -> Trace:
     tensors, infos = _stand_ins(model, device)
     x = torch.zeros(batch_size, 3, img_size, img_size, device=device, requires_grad=True)
@@ -98,14 +127,21 @@ def _forward(model: nn.Module, *, device: str, img_size: int, batch_size: int) -
         gen = torch.Generator().manual_seed(0)
         with torch.no_grad():
             x.copy_((torch.rand(x.shape, generator=gen) - 0.5) / 2)
-    with torch.random.fork_rng(devices=[]), torch.enable_grad():
+    pools: set = set()
+    with torch.random.fork_rng(devices=[]), torch.enable_grad(), _pool_hooks(model, pools), _shape_mode(device):
         out = torch.func.functional_call(model, tensors, (x,), strict=False)
     logits = first_tensor(out)
     if logits is None or logits.grad_fn is None:
         raise GraphCaptureError(f"{type(model).__name__}: forward pass returned no tensor that depends on the parameters")
     input_fn = _accumulate_grad_of(x)
     return Trace(
-        root=logits.grad_fn, params=infos, input_fn=input_fn, output=logits, stand_ins=tensors, device=device
+        root=logits.grad_fn,
+        params=infos,
+        input_fn=input_fn,
+        output=logits,
+        stand_ins=tensors,
+        device=device,
+        global_pools=pools,
     )
 
 
