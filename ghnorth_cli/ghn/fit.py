@@ -13,20 +13,44 @@ import math
 import torch
 
 
-def fit_to_shape(w: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """Slice or tile ``w`` to ``shape``; surplus trailing axes of ``w`` are read at index 0."""
+def crop_to_shape(w: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """``w`` with as many axes as ``shape``, each cut to at most its size.
+
+    Surplus trailing axes are read at index 0; missing ones are added with size 1.
+    """
     while w.dim() > len(shape):
         w = w[..., 0]
     while w.dim() < len(shape):
         w = w.unsqueeze(-1)
-    w = w[tuple(slice(0, n) for n in shape)]
-    for dim, n in enumerate(shape):
-        have = w.shape[dim]
-        if n > have:
-            reps = [1] * w.dim()
-            reps[dim] = math.ceil(n / have)
-            w = w.repeat(reps).narrow(dim, 0, n)
-    return w
+    return w[tuple(slice(0, n) for n in shape)]
+
+
+def tile_to_shape(w: torch.Tensor, shape: tuple[int, ...], *, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Repeat a cropped ``w`` along every axis that is short of ``shape``.
+
+    Same values as ``Tensor.repeat`` followed by slicing, written as one broadcast copy
+    (``repeat`` is several times slower on large outputs). With ``out`` (a tensor of ``shape``,
+    any dtype or device) the result is written there and ``out`` is returned.
+    """
+    shape = tuple(shape)
+    reps = [math.ceil(n / have) for n, have in zip(shape, w.shape)]
+    full = tuple(r * have for r, have in zip(reps, w.shape))
+    interleaved = [d for r, have in zip(reps, w.shape) for d in (r, have)]
+    tiled = w.reshape([d for have in w.shape for d in (1, have)]).expand(interleaved)
+    if out is not None and full == shape and out.is_contiguous():
+        out.view(interleaved).copy_(tiled)
+        return out
+    result = tiled.reshape(full) if full != tuple(w.shape) else w
+    if full != shape:
+        result = result[tuple(slice(0, n) for n in shape)]
+    if out is not None:
+        return out.copy_(result)
+    return result.contiguous()
+
+
+def fit_to_shape(w: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Slice or tile ``w`` to ``shape`` (channel ``c`` takes decoded channel ``c mod n``)."""
+    return tile_to_shape(crop_to_shape(w, shape), shape)
 
 
 def weight_gain(shape: tuple[int, ...]) -> float | None:
@@ -38,10 +62,14 @@ def weight_gain(shape: tuple[int, ...]) -> float | None:
     return (beta / math.prod(shape[1:])) ** 0.5
 
 
-def normalize(w: torch.Tensor, *, is_weight: bool) -> torch.Tensor:
-    """Fan-in normalization of a fitted tensor (see the module docstring)."""
-    if w.dim() > 1:
-        gain = weight_gain(tuple(w.shape))
+def normalize(w: torch.Tensor, *, shape: tuple[int, ...], is_weight: bool) -> torch.Tensor:
+    """Fan-in normalization for a parameter of ``shape`` (see the module docstring).
+
+    Element-wise, so it may run on the cropped tensor before tiling: only the gain depends on
+    the full ``shape``.
+    """
+    if len(shape) > 1:
+        gain = weight_gain(tuple(shape))
         return w if gain is None else w * gain
     if is_weight:
         return 2 * torch.sigmoid(0.5 * w)

@@ -8,14 +8,15 @@ shape and fan-in normalization. The module names match the released checkpoints'
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from dataclasses import dataclass
+from collections.abc import Collection, Mapping
 
 import torch
 from torch import nn
 
 from ghnorth_cli.ghn.config import GHNConfig
 from ghnorth_cli.ghn.decoder import ConvDecoder
-from ghnorth_cli.ghn.fit import fit_to_shape, normalize
+from ghnorth_cli.ghn.fit import crop_to_shape, normalize, tile_to_shape
 from ghnorth_cli.ghn.gnn import GatedGNN, build_schedule
 from ghnorth_cli.ghn.mlp import MLP
 from ghnorth_cli.ghn.plan import GroupKey, Kind, Plan, Shape, plan_prediction
@@ -25,12 +26,22 @@ from ghnorth_cli.graph.types import PRIMITIVES, ModelGraph
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class GHNInfo:
+    """Where a GHN's weights came from (recorded in the checkpoints it predicts)."""
+
+    name: str  # registry name, file path or URL
+    sha256: str  # of the GHN file
+
+
+
 class GHN2(nn.Module):
     """Graph HyperNetwork (GHN-2). :meth:`predict` returns ``{parameter name: tensor}``."""
 
     def __init__(self, config: GHNConfig) -> None:
         super().__init__()
         self.config = config
+        self.info: GHNInfo | None = None
         hid, max_ch = config.hid, config.max_channels
         if config.layernorm:
             self.ln = nn.LayerNorm(hid)
@@ -66,16 +77,24 @@ class GHN2(nn.Module):
         out = out.view(len(x), 2, -1)
         return self.bias_class(out) if key.kind is Kind.CLASSIFIER_BIAS else out
 
-    def predict(self, graph: ModelGraph, shapes: Mapping[str, Shape]) -> dict[str, torch.Tensor]:
+    @torch.no_grad()
+    def predict(self, graph: ModelGraph, shapes: Mapping[str, Shape], *,
+                out: Mapping[str, torch.Tensor] | None = None, skip: Collection[str] = ()) -> dict[str, torch.Tensor]:
         """Predict every parameter of ``shapes`` (name -> shape) that has a node in ``graph``.
 
-        Returns float32 tensors on the GHN's device, in graph order; parameters without a node
-        are absent (the caller keeps the model's own values for them).
+        Returns ``{name: tensor}`` in graph order: new float32 tensors on the GHN's device, or,
+        for names in ``out``, those tensors overwritten in place (e.g. a model's parameters:
+        no extra copy). Parameters without a node, and those in ``skip``, are absent: the caller
+        keeps its own values (skipped ones still shape the graph's node features).
         """
         plan = plan_prediction(graph, shapes, max_shape=self.config.max_shape)
         x = self.node_features(graph, plan)
+        out = out or {}
         predicted: dict[str, torch.Tensor] = {}
-        for key, targets in plan.groups.items():
+        for key, group in plan.groups.items():
+            targets = [t for t in group if t.name not in skip]
+            if not targets:
+                continue
             nodes = list(dict.fromkeys(t.node for t in targets))
             position = {node: i for i, node in enumerate(nodes)}
             decoded = self.decode(x[torch.tensor(nodes, device=x.device)], key)
@@ -83,9 +102,11 @@ class GHN2(nn.Module):
                 w = decoded[position[t.node]]
                 if key.kind in (Kind.VECTOR, Kind.CLASSIFIER_BIAS):
                     w = w[t.row]
-                w = fit_to_shape(w, t.shape)
-                # Normalizing makes a new tensor; otherwise copy, so no result is a view of another.
-                w = normalize(w, is_weight=t.is_weight) if self.config.weight_norm else w.clone()
-                predicted[t.name] = w.contiguous()
+                w = crop_to_shape(w, t.shape)
+                if self.config.weight_norm:  # element-wise: cheaper before tiling
+                    w = normalize(w, shape=t.shape, is_weight=t.is_weight)
+                w = tile_to_shape(w, t.shape, out=out.get(t.name))
+                # No result may be a view of the decoded batch (or of another result).
+                predicted[t.name] = w if (w._base is None or t.name in out) else w.clone()
         order = {t.name: i for i, t in enumerate(sorted(plan.targets, key=lambda t: t.node))}
-        return dict(sorted(predicted.items(), key=lambda kv: order[kv[0]]))
+        return dict(sorted(predicted.items(), key=lambda item: order[item[0]]))

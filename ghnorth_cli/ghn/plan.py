@@ -51,7 +51,6 @@ class Plan:
 
     node_shapes: list[Shape | None]
     groups: dict[GroupKey, list[Target]] = field(default_factory=dict)
-    classifier: list[str] = field(default_factory=list)  # parameter names of the classification layer
 
     @property
     def targets(self) -> list[Target]:
@@ -97,23 +96,31 @@ def _resolve(param: str, shapes: Mapping[str, Shape]) -> str | None:
     return None
 
 
+def classifier_params(graph: ModelGraph, shapes: Mapping[str, Shape]) -> list[str]:
+    """Parameters of the module(s) whose parameters the graph marks as the classification layer."""
+    modules = set()
+    for node in graph.param_nodes:
+        name = _resolve(node.param, shapes) if (node.last_weight or node.last_bias) else None
+        if name is not None:
+            modules.add(_module(name))
+    return [name for name in shapes if _module(name) in modules]
+
+
 def plan_prediction(graph: ModelGraph, shapes: Mapping[str, Shape], *,
                     max_shape: tuple[int, int, int, int]) -> Plan:
     """Match graph nodes to the parameters in ``shapes`` (name -> shape) and group them."""
     plan = Plan(node_shapes=[None] * graph.n_nodes)
     nodes_named = {n.param for n in graph.param_nodes}
     matched: set[str] = set()
-    classifier_modules: set[str] = set()
     for node in graph.param_nodes:
         name = _resolve(node.param, shapes)
-        if name is None or name in matched or len(shapes[name]) == 0 or len(shapes[name]) > 4:
-            plan.node_shapes[node.index] = tuple(node.shape) or None  # e.g. a pooling kernel
+        if name is None or name in matched or not 0 < len(shapes[name]) <= 4:
+            # e.g. a pooling kernel; shapes the encoder cannot read count as no shape
+            plan.node_shapes[node.index] = tuple(node.shape) if 0 < len(node.shape) <= 4 else None
             continue
         matched.add(name)
         shape = tuple(shapes[name])
         plan.node_shapes[node.index] = shape
-        if node.last_weight or node.last_bias:
-            classifier_modules.add(_module(name))
         key = group_key(shape, max_shape=max_shape, last_weight=node.last_weight, last_bias=node.last_bias)
         is_weight = not name.endswith("bias")
         targets = plan.groups.setdefault(key, [])
@@ -123,5 +130,4 @@ def plan_prediction(graph: ModelGraph, shapes: Mapping[str, Shape], *,
                 and tuple(shapes[bias]) == shape):
             targets.append(Target(bias, node.index, shape, is_weight=False, row=1))
             matched.add(bias)
-    plan.classifier = [t.name for t in plan.targets if _module(t.name) in classifier_modules]
     return plan

@@ -1,0 +1,66 @@
+"""``ghnorth ghn``: the known GHNs and the cache (list, download) and file conversion."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Annotated, Optional
+
+import typer
+
+from ghnorth_cli.cli.app import app
+from ghnorth_cli.cli.options import JsonOption
+
+_logger = logging.getLogger(__name__)
+
+ghn_app = typer.Typer(name="ghn", no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+                      help="Known GHNs, the download cache, and GHN file conversion.")
+app.add_typer(ghn_app, name="ghn")
+
+
+@ghn_app.command("list")
+def list_command(as_json: JsonOption = False) -> None:
+    """List the known GHNs, their source and whether they are cached."""
+    from ghnorth_cli.ghn.registry import DEFAULT_GHN, ghn_cache_dir, list_ghns
+
+    rows = [
+        {"name": s.entry.name, "default": s.entry.name == DEFAULT_GHN, "dataset": s.entry.dataset,
+         "num_classes": s.entry.config.num_classes, "img_size": s.entry.img_size, "cached": s.cached,
+         "path": str(s.path), "url": s.entry.url, "git_blob_id": s.entry.git_blob_id,
+         "description": s.entry.description, "config": s.entry.config.to_dict()}
+        for s in list_ghns()
+    ]
+    if as_json:
+        typer.echo(json.dumps({"cache_dir": str(ghn_cache_dir()), "ghns": rows}, indent=2))
+        return
+    typer.echo(f"{'name':<16}{'dataset':<10}{'classes':>8}  {'cached':<7} description")
+    for r in rows:
+        name = r["name"] + (" *" if r["default"] else "")
+        typer.echo(f"{name:<16}{r['dataset']:<10}{r['num_classes']:>8}  {'yes' if r['cached'] else 'no':<7} "
+                   f"{r['description']}")
+    typer.echo(f"cache: {ghn_cache_dir()}  (* = default; set GHNORTH_HOME to move it)")
+
+
+@ghn_app.command("download")
+def download_command(
+    names: Annotated[Optional[list[str]], typer.Argument(help="GHN names (default: every known GHN).")] = None,
+) -> None:
+    """Download known GHNs into the cache (verified by their git blob id)."""
+    from ghnorth_cli.ghn.registry import REGISTRY, resolve_ghn
+
+    for name in names or list(REGISTRY):
+        resolved = resolve_ghn(name)
+        typer.echo(f"{name}\t{resolved.path}")
+
+
+@ghn_app.command("convert")
+def convert_command(
+    source: Annotated[str, typer.Argument(help="GHN file: released .pt (or a ghnorth .safetensors).")],
+    dest: Annotated[str, typer.Argument(help="Output .safetensors file (written atomically).")],
+) -> None:
+    """Convert a released GHN (.pt) to ghnorth's safetensors format (config in the metadata)."""
+    from ghnorth_cli.ghn.io import convert_ghn
+
+    ghn_file = convert_ghn(source, dest)
+    _logger.info("converted %s (%s, %d tensors, sha256 %s) -> %s", source, ghn_file.format,
+                 len(ghn_file.state_dict), ghn_file.sha256[:12], dest)

@@ -1,0 +1,125 @@
+"""Downloading a file atomically, with a progress bar on stderr and a git-blob integrity check."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import IO
+
+from ghnorth_cli.errors import GhnorthError
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 16
+TIMEOUT_S = 30
+
+
+class DownloadError(GhnorthError):
+    """A download failed or gave a file other than the expected one."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"cannot download {url}: {reason}")
+        self.url, self.reason = url, reason
+
+
+def git_blob_id(path: str | Path) -> str:
+    """The id git gives a file's content: sha1 of ``b"blob <size>\\0" + content``."""
+    p = Path(path)
+    digest = hashlib.sha1(b"blob %d\0" % p.stat().st_size)
+    with p.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class _Progress:
+    """A one-line progress bar on stderr (redrawn on a terminal, start and end lines otherwise)."""
+
+    def __init__(self, label: str, total: int | None, *, stream: IO[str] | None = None) -> None:
+        self.label, self.total, self.done = label, total, 0
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.last = 0.0
+        if not self.tty:
+            size = f" ({self.total / 1e6:.1f} MB)" if self.total else ""
+            self.stream.write(f"downloading {self.label}{size}\n")
+
+    def update(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.tty and now - self.last > 0.1:
+            self.last = now
+            self._draw()
+
+    def _draw(self) -> None:
+        if self.total:
+            frac = min(self.done / self.total, 1.0)
+            bar = "#" * int(frac * 30)
+            text = f"\r{self.label} [{bar:<30}] {frac:4.0%} {self.done / 1e6:.1f}/{self.total / 1e6:.1f} MB"
+        else:
+            text = f"\r{self.label} {self.done / 1e6:.1f} MB"
+        self.stream.write(text)
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self._draw()
+            self.stream.write("\n")
+        else:
+            self.stream.write(f"downloaded {self.label} ({self.done / 1e6:.1f} MB)\n")
+        self.stream.flush()
+
+
+def _stream_to(response, out: IO[bytes], progress: _Progress | None) -> None:
+    for chunk in iter(lambda: response.read(CHUNK), b""):
+        out.write(chunk)
+        if progress:
+            progress.update(len(chunk))
+
+
+def download(url: str, dest: str | Path, *, git_blob: str | None = None, progress: bool = True,
+             timeout: float = TIMEOUT_S) -> Path:
+    """Download ``url`` to ``dest`` via a temporary file beside it; verify ``git_blob`` if given.
+
+    ``dest`` appears only complete and verified: an interrupted or corrupt download leaves
+    nothing behind. Raises :class:`DownloadError` with the reason.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as response:
+                    total = response.headers.get("Content-Length")
+                    bar = _Progress(dest.name, int(total) if total else None) if progress else None
+                    _stream_to(response, out, bar)
+                    if bar:
+                        bar.close()
+            except urllib.error.HTTPError as exc:
+                raise DownloadError(url, f"HTTP {exc.code} {exc.reason}") from None
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                reason = getattr(exc, "reason", None) or exc
+                raise DownloadError(url, str(reason)) from None
+        if git_blob is not None:
+            got = git_blob_id(tmp)
+            if got != git_blob:
+                raise DownloadError(url, f"the download is corrupt (git blob id {got}, expected {git_blob}); "
+                                         "nothing was kept")
+        os.replace(tmp, dest)
+        tmp = None
+        log.info("saved %s", dest)
+        return dest
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass

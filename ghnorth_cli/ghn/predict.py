@@ -1,0 +1,124 @@
+"""Predicting a model's parameters with a GHN-2, and loading a prediction into a model.
+
+The classification layer is predicted when the GHN was trained on as many classes as the
+model has and kept at the model's own init otherwise (the paper's fine-tuning protocol);
+``classifier="predict"`` / ``"keep"`` override that. Parameters the GHN-2 has no node for
+(e.g. ConvNeXt's layer scale) keep the model's own values; batch-norm running statistics
+are buffers and are never predicted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from ghnorth_cli.errors import GhnorthError
+from ghnorth_cli.ghn.network import GHN2
+from ghnorth_cli.ghn.plan import classifier_params
+from ghnorth_cli.graph.types import ModelGraph
+
+log = logging.getLogger(__name__)
+
+ClassifierMode = Literal["auto", "predict", "keep"]
+CLASSIFIER_MODES: tuple[str, ...] = ("auto", "predict", "keep")
+
+
+@dataclass
+class Prediction:
+    """What a GHN predicted for a model, and what it left alone."""
+
+    params: dict[str, torch.Tensor]  # predicted parameters, in graph order
+    unpredicted: list[str]  # parameters the GHN cannot predict (kept at the model's init), model order
+    classifier: list[str]  # the classification layer's parameters
+    classifier_predicted: bool
+    model_classes: int | None
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: "graph", "ghn"
+    graph: ModelGraph | None = None
+
+    @property
+    def kept(self) -> list[str]:
+        """Parameters left at the model's init: unpredictable ones and a kept classifier."""
+        return self.unpredicted + ([] if self.classifier_predicted else self.classifier)
+
+
+def as_ghn(ghn: GHN2 | str | Path | None, *, device: torch.device | str | None = None) -> GHN2:
+    """A loaded GHN: an instance (moved to ``device`` if given), or a registry name, path or URL."""
+    if isinstance(ghn, GHN2):
+        return ghn if device is None else ghn.to(device)
+    from ghnorth_cli.ghn.registry import load_pretrained
+
+    return load_pretrained(None if ghn is None else str(ghn), device=str(device or "cpu"))
+
+
+def _decide_classifier(mode: str, *, ghn_classes: int, model_classes: int | None) -> bool:
+    if mode not in CLASSIFIER_MODES:
+        raise GhnorthError(f"classifier mode must be one of {', '.join(CLASSIFIER_MODES)}, got {mode!r}")
+    if mode == "auto":
+        return model_classes == ghn_classes
+    return mode == "predict"
+
+
+def predict(model: nn.Module, ghn: GHN2 | str | Path | None = None, *, img_size: int = 224,
+            classifier: ClassifierMode = "auto", graph: ModelGraph | None = None, inplace: bool = False,
+            device: torch.device | str | None = None) -> Prediction:
+    """Predict ``model``'s parameters with a GHN-2 (an instance, registry name, path or URL).
+
+    ``graph`` defaults to the model's captured graph at ``img_size``. With ``inplace`` the
+    predictions are written straight into the model's parameters (no extra copy) and
+    ``params`` holds those parameters; otherwise the model is left unchanged.
+    """
+    ghn = as_ghn(ghn, device=device)
+    params = dict(model.named_parameters())
+    shapes = {name: tuple(p.shape) for name, p in params.items()}
+    start = time.perf_counter()
+    if graph is None:
+        from ghnorth_cli.graph import capture_graph
+
+        graph = capture_graph(model, img_size=img_size, ve_cutoff=ghn.config.ve_cutoff)
+    captured = time.perf_counter()
+    cls_names = classifier_params(graph, shapes)
+    model_classes = shapes[cls_names[0]][0] if cls_names else None
+    predict_cls = _decide_classifier(classifier, ghn_classes=ghn.config.num_classes, model_classes=model_classes)
+    skip = () if predict_cls else cls_names
+    out = {name: p.data for name, p in params.items()} if inplace else None
+    predicted = ghn.predict(graph, shapes, out=out, skip=skip)
+    done = time.perf_counter()
+    unpredicted = [n for n in params if n not in predicted and n not in skip]
+    if unpredicted:
+        log.warning("%d parameter tensor(s) the GHN cannot predict keep the model's init: %s",
+                    len(unpredicted), ", ".join(unpredicted))
+    return Prediction(params=predicted, unpredicted=unpredicted, classifier=cls_names,
+                      classifier_predicted=predict_cls and bool(cls_names), model_classes=model_classes,
+                      timings={"graph": captured - start, "ghn": done - captured}, graph=graph)
+
+
+def predict_parameters(model: nn.Module, ghn: GHN2 | str | Path | None = None, **kwargs) -> dict[str, torch.Tensor]:
+    """``{parameter name: tensor}`` predicted for ``model``; keyword arguments as :func:`predict`."""
+    return predict(model, ghn, **kwargs).params
+
+
+@torch.no_grad()
+def load_prediction(model: nn.Module, params: Mapping[str, torch.Tensor]) -> list[str]:
+    """Copy predicted tensors into ``model``'s parameters (dtype and device converted).
+
+    Returns the names loaded. Raises :class:`GhnorthError` for a name the model lacks or a
+    shape that differs, before changing anything.
+    """
+    own = dict(model.named_parameters())
+    for name, value in params.items():
+        if name not in own:
+            raise GhnorthError(f"prediction has {name!r}, which the model does not have")
+        if tuple(own[name].shape) != tuple(value.shape):
+            raise GhnorthError(f"prediction for {name!r} has shape {list(value.shape)}, "
+                               f"the model's is {list(own[name].shape)}")
+    for name, value in params.items():
+        if value is not own[name] and value.data_ptr() != own[name].data_ptr():
+            own[name].copy_(value)
+    return list(params)

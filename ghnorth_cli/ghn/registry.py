@@ -1,0 +1,191 @@
+"""Known GHNs and the local cache: a typed entry per released GHN, resolved to a file on disk.
+
+``--ghn`` takes a registry name (downloaded once into the cache and verified by its git blob
+id), a local file, or an http(s) URL (downloaded into the cache). The cache lives in
+``$GHNORTH_HOME`` or else ``$XDG_CACHE_HOME/ghnorth`` (default ``~/.cache/ghnorth``).
+``GHNORTH_OFFLINE=1`` forbids downloads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from ghnorth_cli.errors import GhnorthError
+from ghnorth_cli.ghn.config import GHNConfig
+
+log = logging.getLogger(__name__)
+
+REFERENCE_REPO = "https://github.com/facebookresearch/ppuda"
+REFERENCE_COMMIT = "4673a42507a9dcd0a5ae04e74599e8c92af689b9"
+DEFAULT_GHN = "ghn2-imagenet"
+OFFLINE_ENV = "GHNORTH_OFFLINE"
+
+
+@dataclass(frozen=True)
+class PretrainedGHN:
+    """A released GHN: where to get it, how to check it, and what it is."""
+
+    name: str
+    filename: str
+    url: str
+    git_blob_id: str  # the released files are plain git blobs: sha1(b"blob <size>\0" + content)
+    config: GHNConfig
+    dataset: str
+    img_size: int  # input size of the training images
+    description: str
+
+
+def _released(filename: str) -> str:
+    return f"{REFERENCE_REPO}/raw/{REFERENCE_COMMIT}/checkpoints/{filename}"
+
+
+_GHN2 = dict(hid=32, hypernet="gatedgnn", decoder="conv", weight_norm=True, ve=True, layernorm=True)
+
+REGISTRY: dict[str, PretrainedGHN] = {
+    entry.name: entry
+    for entry in (
+        PretrainedGHN(
+            name="ghn2-imagenet",
+            filename="ghn2_imagenet.pt",
+            url=_released("ghn2_imagenet.pt"),
+            git_blob_id="7b5d6733e9fdf0069bc6186cad3a0b1b54fda68d",
+            config=GHNConfig(max_shape=(64, 64, 16, 16), num_classes=1000, **_GHN2),
+            dataset="imagenet",
+            img_size=224,
+            description="GHN-2 trained on DeepNets-1M for ImageNet (Knyazev et al. 2021)",
+        ),
+        PretrainedGHN(
+            name="ghn2-cifar10",
+            filename="ghn2_cifar10.pt",
+            url=_released("ghn2_cifar10.pt"),
+            git_blob_id="4f290e0fad1b73066eeabb50be52e0c377d0b15b",
+            config=GHNConfig(max_shape=(64, 64, 11, 11), num_classes=10, **_GHN2),
+            dataset="cifar10",
+            img_size=32,
+            description="GHN-2 trained on DeepNets-1M for CIFAR-10 (Knyazev et al. 2021)",
+        ),
+    )
+}
+
+
+class GHNNotAvailableError(GhnorthError):
+    """A GHN is neither cached nor downloadable."""
+
+
+def cache_dir() -> Path:
+    """``$GHNORTH_HOME``, else ``$XDG_CACHE_HOME/ghnorth``, else ``~/.cache/ghnorth``."""
+    home = os.environ.get("GHNORTH_HOME")
+    if home:
+        return Path(home).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "ghnorth"
+
+
+def ghn_cache_dir() -> Path:
+    return cache_dir() / "ghns"
+
+
+def cached_file(entry: PretrainedGHN) -> Path:
+    """Where a registry GHN lives once downloaded."""
+    return ghn_cache_dir() / entry.filename
+
+
+def _is_url(spec: str) -> bool:
+    return urlparse(spec).scheme in ("http", "https")
+
+
+def _url_cache_file(url: str) -> Path:
+    tail = Path(urlparse(url).path).name or "ghn.pt"
+    return ghn_cache_dir() / "urls" / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{tail}"
+
+
+def offline() -> bool:
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class ResolvedGHN:
+    """A GHN file on disk and what it was asked for as."""
+
+    path: Path
+    name: str  # registry name, URL or the path as given
+    entry: PretrainedGHN | None = None
+
+
+def resolve_ghn(spec: str | None = None, *, registry: Mapping[str, PretrainedGHN] = REGISTRY,
+                progress: bool = True) -> ResolvedGHN:
+    """Turn a registry name, local path or URL into a verified local file (downloading if needed)."""
+    spec = spec or DEFAULT_GHN
+    if spec in registry:
+        entry = registry[spec]
+        return ResolvedGHN(_fetch(entry.url, cached_file(entry), git_blob=entry.git_blob_id, name=entry.name,
+                                  progress=progress), entry.name, entry)
+    if _is_url(spec):
+        known = next((e for e in registry.values() if e.url == spec), None)
+        if known is not None:
+            return resolve_ghn(known.name, registry=registry, progress=progress)
+        return ResolvedGHN(_fetch(spec, _url_cache_file(spec), git_blob=None, name=spec, progress=progress), spec)
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return ResolvedGHN(path, spec)
+    names = ", ".join(registry)
+    raise GHNNotAvailableError(f"--ghn {spec!r}: no such file, and not a known GHN ({names}) or an http(s) URL")
+
+
+def _fetch(url: str, dest: Path, *, git_blob: str | None, name: str, progress: bool) -> Path:
+    """The cached file, downloading it first when absent."""
+    from ghnorth_cli.ghn.download import DownloadError, download
+
+    if dest.is_file():
+        _check_cached(dest, git_blob=git_blob, name=name)
+        return dest
+    how = f"get {url} on a machine with internet access and pass it with --ghn PATH, or copy it to {dest}"
+    if offline():
+        raise GHNNotAvailableError(f"GHN {name!r} is not cached and {OFFLINE_ENV} is set; {how}")
+    log.info("GHN %s is not cached; downloading it to %s", name, dest)
+    try:
+        return download(url, dest, git_blob=git_blob, progress=progress)
+    except DownloadError as exc:
+        raise GHNNotAvailableError(f"GHN {name!r} is not cached and could not be downloaded ({exc.reason}); "
+                                   f"{how}") from None
+
+
+def _check_cached(path: Path, *, git_blob: str | None, name: str) -> None:
+    """A cached registry file must still be the released one (it may have been copied in by hand)."""
+    from ghnorth_cli.ghn.download import git_blob_id
+
+    if git_blob is not None and (got := git_blob_id(path)) != git_blob:
+        raise GHNNotAvailableError(f"cached GHN {name!r} at {path} is not the released file (git blob id "
+                                   f"{got}, expected {git_blob}); delete it to download it again")
+
+
+def load_pretrained(spec: str | None = None, *, device: str = "cpu",
+                    registry: Mapping[str, PretrainedGHN] = REGISTRY, progress: bool = True):
+    """Resolve and load a GHN-2 (registry name, path or URL); registry files must match their config."""
+    from ghnorth_cli.ghn.io import GHNFileError, build_ghn, read_ghn_file
+
+    resolved = resolve_ghn(spec, registry=registry, progress=progress)
+    ghn_file = read_ghn_file(resolved.path)
+    if resolved.entry is not None and ghn_file.config != resolved.entry.config:
+        raise GHNFileError(f"{resolved.path}: its config {ghn_file.config.to_dict()} differs from the "
+                           f"registry's for {resolved.name}; delete the file to download it again")
+    return build_ghn(ghn_file, name=resolved.name, device=device)
+
+
+@dataclass(frozen=True)
+class CacheStatus:
+    entry: PretrainedGHN
+    path: Path
+    cached: bool
+
+
+def list_ghns(registry: Mapping[str, PretrainedGHN] = REGISTRY) -> list[CacheStatus]:
+    """Every registry GHN with its cache file and whether it is there."""
+    return [CacheStatus(e, cached_file(e), cached_file(e).is_file()) for e in registry.values()]
