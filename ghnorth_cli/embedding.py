@@ -8,18 +8,14 @@ parameters. :func:`graph_embedding` does exactly that.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from ghnorth_cli.errors import GhnorthError
-from ghnorth_cli.ghn.config import GHNConfig
 from ghnorth_cli.ghn.network import GHN2
 from ghnorth_cli.ghn.plan import Shape, plan_prediction
 from ghnorth_cli.graph.types import ModelGraph
@@ -41,32 +37,6 @@ class ArchEmbedding:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, **self.info, "n_nodes": self.n_nodes, "embedding": self.vector}
-
-
-def load_ghn_file(path: str | Path) -> tuple[GHN2, str]:
-    """A GHN-2 from a released-format file (``{'state_dict', 'config', ...}``) and the file's sha256.
-
-    Read with ``torch.load(weights_only=True)``; anything else is a GhnorthError.
-    """
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise GhnorthError(f"cannot read GHN {path}: {exc.strerror or exc}") from None
-    import io
-
-    try:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many kinds for a bad file
-        raise GhnorthError(f"{path} is not a GHN checkpoint torch can read safely: {str(exc).splitlines()[0]}") from None
-    if not isinstance(state, Mapping) or "state_dict" not in state or "config" not in state:
-        raise GhnorthError(f"{path} is not a GHN-2 checkpoint (no 'state_dict' and 'config')")
-    ghn = GHN2(GHNConfig.from_dict(dict(state["config"])))
-    try:
-        ghn.load_state_dict(state["state_dict"], strict=True)
-    except RuntimeError as exc:
-        raise GhnorthError(f"{path} does not fit a GHN-2 of its own config: {str(exc).splitlines()[0]}") from None
-    return ghn.eval(), hashlib.sha256(data).hexdigest()
 
 
 def node_embeddings(ghn: GHN2, graph: ModelGraph, *, shapes: Mapping[str, Shape] | None = None) -> torch.Tensor:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ghnorth_cli.embedding import embed_graph, graph_embedding, load_ghn_file, node_embeddings
+from ghnorth_cli.embedding import embed_graph, graph_embedding, node_embeddings
 from ghnorth_cli.graph.types import ModelGraph
 
 REFERENCE_MEANS = Path(__file__).parent / "data" / "ghn2_random_imagenet_mean_embeddings.json"
@@ -16,8 +16,9 @@ REFERENCE_MEANS = Path(__file__).parent / "data" / "ghn2_random_imagenet_mean_em
 
 @pytest.fixture(scope="module")
 def ghn(parity_dir):
-    model, _ = load_ghn_file(parity_dir / "ghn2_random_imagenet.pt")
-    return model
+    from ghnorth_cli.ghn.registry import load_pretrained
+
+    return load_pretrained(str(parity_dir / "ghn2_random_imagenet.pt"))
 
 
 def _fixture_graph(parity_dir, case: str) -> ModelGraph:

@@ -14,8 +14,10 @@ from ghnorth_cli.cli.options import ImgSizeOption, NumClassesOption
 
 _logger = logging.getLogger(__name__)
 
-GhnOption = Annotated[Path, typer.Option("--ghn", "-g", metavar="FILE", help="GHN-2 checkpoint (.pt in the "
-                                         "released format: 'state_dict' + 'config'; read with weights_only).")]
+GhnOption = Annotated[
+    Optional[str], typer.Option("--ghn", "-g", help="GHN: a known name (see `ghnorth ghn list`; default "
+                                "ghn2-imagenet), a local .pt/.safetensors file or an http(s) URL.")
+]
 ArchsOption = Annotated[Optional[list[str]], typer.Option("--arch", "-a", help="Model to embed (repeat for several).")]
 ArchFileOption = Annotated[
     Optional[Path], typer.Option("--arch-file", metavar="FILE", help="Text file with one --arch value per line "
@@ -56,7 +58,7 @@ def _read_graph_file(path: str):
 
 def _embed_arch(ghn, arch: str, *, num_classes: int | None, img_size: int | None):
     from ghnorth_cli.embedding import embed_graph
-    from ghnorth_cli.graph.capture import capture_graph
+    from ghnorth_cli.graph import capture_graph
     from ghnorth_cli.models import create_model, resolve_spec
 
     spec = resolve_spec(arch, num_classes=num_classes or ghn.config.num_classes, img_size=img_size)
@@ -69,8 +71,8 @@ def _embed_arch(ghn, arch: str, *, num_classes: int | None, img_size: int | None
 
 @app.command("embed")
 def embed_command(
-    ghn_path: GhnOption,
     output: EmbedOutputOption,
+    ghn_spec: GhnOption = None,
     archs: ArchsOption = None,
     arch_file: ArchFileOption = None,
     graphs: GraphFileOption = None,
@@ -79,13 +81,14 @@ def embed_command(
 ) -> None:
     """Embed architectures in the GHN's latent space: mean of node embeddings after propagation (JSON)."""
     from ghnorth_cli.checkpoint import write_bytes_atomic
-    from ghnorth_cli.embedding import dumps_embeddings, embed_graph, embeddings_document, load_ghn_file
+    from ghnorth_cli.embedding import dumps_embeddings, embed_graph, embeddings_document
     from ghnorth_cli.errors import GhnorthError
+    from ghnorth_cli.ghn.registry import DEFAULT_GHN, load_pretrained
 
     names = list(archs or []) + (read_arch_file(arch_file) if arch_file else [])
     if not names and not graphs:
         raise GhnorthError("nothing to embed: give --arch, --arch-file or --graph")
-    ghn, sha256 = load_ghn_file(ghn_path)
+    ghn = load_pretrained(ghn_spec or DEFAULT_GHN)
     embeddings = []
     for arch in names:
         embeddings.append(_embed_arch(ghn, arch, num_classes=num_classes, img_size=img_size))
@@ -98,7 +101,7 @@ def embed_command(
         if e.name in seen:
             raise GhnorthError(f"{e.name!r} is given twice; every embedded model needs its own name")
         seen.add(e.name)
-    document = embeddings_document(embeddings, ghn={"file": str(ghn_path), "sha256": sha256,
+    document = embeddings_document(embeddings, ghn={"name": ghn.info.name, "sha256": ghn.info.sha256,
                                                     "config": ghn.config.to_dict()})
     write_bytes_atomic(output, dumps_embeddings(document).encode())
     _logger.info("%d embeddings (dim %s) -> %s", len(embeddings), document["dim"], output)

@@ -48,7 +48,7 @@ def graph_command(
 ) -> None:
     """Draw the model's graph as the GHN-2 sees it: nodes coloured and shaped by primitive, with a legend."""
     from ghnorth_cli.drawing import graph_format, graph_summary, write_graph
-    from ghnorth_cli.graph.capture import capture_graph
+    from ghnorth_cli.graph import capture_graph
     from ghnorth_cli.models import create_model, resolve_spec
 
     if fmt is None and output != "-":
