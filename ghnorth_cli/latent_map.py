@@ -33,6 +33,7 @@ class EmbeddingSet:
     names: list[str]
     vectors: np.ndarray
     sources: list[str] = field(default_factory=list)
+    archs: list[str | None] = field(default_factory=list)  # resolved arch (e.g. "torchvision:resnet50") if any
 
     def __len__(self) -> int:
         return len(self.names)
@@ -49,7 +50,8 @@ def _parse_embeddings(data: Any, source: str) -> EmbeddingSet:
         raise GhnorthError(f"{source}: malformed model entry ({exc})") from None
     if vectors.ndim != 2 or not len(names):
         raise GhnorthError(f"{source} holds no embeddings of one common size")
-    return EmbeddingSet(names=names, vectors=vectors, sources=[source] * len(names))
+    archs = [m.get("arch") for m in models]
+    return EmbeddingSet(names=names, vectors=vectors, sources=[source] * len(names), archs=archs)
 
 
 def read_embeddings(path: str | Path) -> EmbeddingSet:
@@ -69,7 +71,7 @@ def merge_sets(sets: Sequence[EmbeddingSet]) -> EmbeddingSet:
     if len(dims) > 1:
         raise GhnorthError(f"embeddings of different sizes {sorted(dims)}: were they made by different GHNs?")
     return EmbeddingSet(names=[n for s in sets for n in s.names], vectors=np.concatenate([s.vectors for s in sets]),
-                        sources=[src for s in sets for src in s.sources])
+                        sources=[src for s in sets for src in s.sources], archs=[a for s in sets for a in s.archs])
 
 
 @dataclass(frozen=True)
@@ -190,10 +192,11 @@ def _number(text: str | None) -> float | None:
     return value if value is None or math.isfinite(value) else None
 
 
-def _metric_colors(names: Sequence[str], metric: Mapping[str, float] | None) -> np.ndarray | None:
-    if not metric:
-        return None
-    return np.array([metric.get(n, math.nan) for n in names], dtype=np.float64)
+def metric_values(models: EmbeddingSet, metric: Mapping[str, float]) -> np.ndarray:
+    """Each model's metric, looked up by its name, then by its resolved arch (nan when absent)."""
+    archs = models.archs or [None] * len(models)
+    return np.array([metric.get(n, metric.get(a or "", math.nan)) for n, a in zip(models.names, archs)],
+                    dtype=np.float64)
 
 
 def plot_latent_map(path: str | Path, *, named: EmbeddingSet, reference: EmbeddingSet | None = None,
@@ -220,19 +223,18 @@ def plot_latent_map(path: str | Path, *, named: EmbeddingSet, reference: Embeddi
     norm = matplotlib.colors.Normalize(min(values), max(values)) if values else None
     cmap = matplotlib.colormaps["viridis"]
 
-    def colours(names: Sequence[str], fallback: str) -> list:
-        c = _metric_colors(names, metric)
-        if c is None:
-            return [fallback] * len(names)
-        return [cmap(norm(v)) if math.isfinite(v) else "#c8c8c8" for v in c]
+    def colours(models: EmbeddingSet, fallback: str) -> list:
+        if not metric:
+            return [fallback] * len(models)
+        return [cmap(norm(v)) if math.isfinite(v) else "#c8c8c8" for v in metric_values(models, metric)]
 
     if reference is not None and len(reference):
         xy = pca.transform(reference.vectors)
-        ax.scatter(xy[:, 0], xy[:, 1], s=12, c=colours(reference.names, "#9a9a9a"), linewidths=0, alpha=0.8,
+        ax.scatter(xy[:, 0], xy[:, 1], s=12, c=colours(reference, "#9a9a9a"), linewidths=0, alpha=0.8,
                    label=f"reference ({len(reference)})")
     xy = pca.transform(named.vectors)
     palette = matplotlib.colormaps["tab10"]
-    fills = colours(named.names, "") if metric else [palette(i % 10) for i in range(len(named))]
+    fills = colours(named, "") if metric else [palette(i % 10) for i in range(len(named))]
     ax.scatter(xy[:, 0], xy[:, 1], s=90, c=fills, marker="*", edgecolors="black", linewidths=0.8, zorder=3,
                label="named models")
     for (x, y), name in zip(xy, named.names):

@@ -96,3 +96,12 @@ def test_analyze_embeddings_errors(cli, tmp_path):
     assert wrong.exit_code == 1 and "not an embeddings file" in wrong.stderr
     no_plot = cli("analyze", "--embeddings", tmp_path / "a.json", "--plot", tmp_path / "map.gif")
     assert no_plot.exit_code == 1 and not (tmp_path / "map.gif").exists()
+
+
+def test_metric_values_match_names_then_archs():
+    from ghnorth_cli.latent_map import metric_values
+
+    models = EmbeddingSet(names=["r50", "torchvision:vgg11", "x"], vectors=np.zeros((3, 2)),
+                          archs=["torchvision:resnet50", "torchvision:vgg11", None])
+    values = metric_values(models, {"torchvision:resnet50": 1.0, "torchvision:vgg11": 2.0})
+    assert values[:2].tolist() == [1.0, 2.0] and math.isnan(values[2])
