@@ -53,16 +53,24 @@ def _is_safetensors(data: bytes) -> bool:
     return 0 < size <= len(data) - 8 and data[8:9] == b"{"
 
 
+def _looks_like_torch_save(data: bytes) -> bool:
+    return data[:4] == b"PK\x03\x04" or data[:1] == b"\x80"  # zip archive or legacy pickle
+
+
 def _read_released(data: bytes, name: str) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
     import io
 
+    if not _looks_like_torch_save(data):
+        raise GHNFileError(f"{name}: not a GHN file (neither safetensors nor torch.save output)")
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
-        raise GHNFileError(f"{name}: refusing to load: not a plain-tensor GHN file ({first})") from None
-    except Exception as exc:  # torch raises several types for files that are not torch.save output
-        raise GHNFileError(f"{name}: not a GHN file (neither safetensors nor torch.save): {exc}") from None
+        detail = str(exc).split("WeightsUnpickler error:", 1)[-1].strip().splitlines()
+        reason = f" ({detail[0]})" if detail and "WeightsUnpickler" in str(exc) else ""
+        raise GHNFileError(f"{name}: refusing to load: it holds objects other than tensors and plain "
+                           f"containers{reason}") from None
+    except Exception as exc:  # torch raises several types for damaged files
+        raise GHNFileError(f"{name}: unreadable torch.save file: {exc}") from None
     if not isinstance(obj, dict) or "state_dict" not in obj or "config" not in obj:
         keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
         raise GHNFileError(f"{name}: not a GHN checkpoint: expected 'state_dict' and 'config', found {keys}")

@@ -1,0 +1,30 @@
+"""Tiny GHN-2 files for tests (random weights, the released file layout)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ghnorth_cli.ghn.config import GHNConfig
+from ghnorth_cli.ghn.network import GHN2
+
+TINY_CONFIG = GHNConfig(max_shape=(8, 8, 3, 3), num_classes=10, hid=8, weight_norm=True, ve=True, layernorm=True)
+
+
+def tiny_ghn(*, seed: int = 0, config: GHNConfig = TINY_CONFIG) -> GHN2:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        ghn = GHN2(config)
+        for p in ghn.parameters():  # no tensor keeps a trivial init value
+            p.data.add_(0.05 * torch.randn_like(p))
+    return ghn.eval()
+
+
+def write_released_ghn(path: Path, *, seed: int = 0, config: GHNConfig = TINY_CONFIG) -> Path:
+    """A GHN file laid out like the released ones (misspelt 'optimzer' key included)."""
+    raw_config = config.to_dict()
+    raw_config["max_shape"] = tuple(raw_config["max_shape"])
+    torch.save({"state_dict": tiny_ghn(seed=seed, config=config).state_dict(), "optimzer": {"state": {}},
+                "epoch": 3, "config": raw_config}, path)
+    return path
