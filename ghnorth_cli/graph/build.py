@@ -44,16 +44,39 @@ def op_node(fn: Any, *, global_pool: bool = False) -> Node:
     return Node(name=name, primitive=op_primitive(op), attrs=attrs)
 
 
-def _leaf_params(fn: Any, params: dict[int, ParamInfo]) -> list[tuple[Any, Node]]:
-    leaves = []
-    for child, _ in fn.next_functions:
-        variable = getattr(child, "variable", None) if child is not None else None
-        if variable is None or id(variable) not in params:
+def input_dependents(root: Any, input_fn: Any) -> set:
+    """The autograd nodes whose value depends on the input (``input_fn`` is its AccumulateGrad)."""
+    depends: set = set()
+    done: set = set()
+    stack = [(root, False)]
+    while stack:
+        fn, expanded = stack.pop()
+        if fn in done:
             continue
-        node = param_node(params[id(variable)])
-        if node is not None:
-            leaves.append((child, node))
-    return leaves
+        if expanded:
+            done.add(fn)
+            if any(c is input_fn or c in depends for c, _ in fn.next_functions if c is not None):
+                depends.add(fn)
+            continue
+        stack.append((fn, True))
+        stack.extend((c, False) for c, _ in fn.next_functions if c is not None and c not in done)
+    return depends
+
+
+def _accumulators(fn: Any) -> tuple[list[Any], int]:
+    """AccumulateGrad nodes under ``fn`` (depth-first) and the number of other nodes there."""
+    found, n_ops, seen, stack = [], 0, set(), [fn]
+    while stack:
+        f = stack.pop()
+        if f in seen:
+            continue
+        seen.add(f)
+        if hasattr(f, "variable"):
+            found.append(f)
+            continue
+        n_ops += 1
+        stack.extend(c for c, _ in reversed(f.next_functions) if c is not None)
+    return found, n_ops
 
 
 class _Walker:
@@ -61,15 +84,53 @@ class _Walker:
 
     def __init__(self, trace: Trace) -> None:
         self.trace = trace
+        self.depends = input_dependents(trace.root, trace.input_fn)
+        self.collapsed: dict[Any, list[Any]] = {}
         self.graph = DiGraph()
         self.seen: dict[Any, tuple[int | None, bool]] = {}  # fn -> (its last node, is a bias leaf)
         self.input_users: list[int] = []
+
+    def children(self, fn: Any) -> list[Any]:
+        """``fn``'s children, with parameter transforms collapsed onto their parameters.
+
+        A child that does not depend on the input, is more than one op deep and holds
+        parameters with a primitive (weight standardization, a resampled position embedding)
+        is replaced by those parameters' AccumulateGrad nodes. One-op transforms (a linear
+        weight's transpose, a class token's expand) are kept, as DeepNets-1M keeps them.
+        """
+        out = []
+        for child, _ in fn.next_functions:
+            if child is None:
+                continue
+            if child is self.trace.input_fn or child in self.depends or hasattr(child, "variable"):
+                out.append(child)
+                continue
+            if child not in self.collapsed:
+                accs, n_ops = _accumulators(child)
+                mapped = [a for a in accs if self._param(a) is not None]
+                self.collapsed[child] = mapped if n_ops >= 2 and mapped else [child]
+            out.extend(self.collapsed[child])
+        return out
+
+    def _param(self, acc: Any) -> Node | None:
+        info = self.trace.params.get(id(acc.variable))
+        return None if info is None else param_node(info)
+
+    def _leaves(self, fn: Any) -> list[tuple[Any, Node]]:
+        """Parameters among ``fn``'s children that get a node and do not have one yet."""
+        leaves = []
+        for child in self.children(fn):
+            if hasattr(child, "variable") and child not in self.seen:
+                node = self._param(child)
+                if node is not None:
+                    leaves.append((child, node))
+        return leaves
 
     def _open(self, fn: Any) -> int | None:
         """Create the nodes of ``fn``; returns its first node (``None`` for AccumulateGrad)."""
         first = last = None
         if not hasattr(fn, "variable"):
-            leaves = _leaf_params(fn, self.trace.params) or [
+            leaves = self._leaves(fn) or [
                 (fn, op_node(fn, global_pool=fn in self.trace.global_pools))
             ]
             for key, node in leaves:
@@ -90,12 +151,10 @@ class _Walker:
 
     def walk(self) -> DiGraph:
         root = self.trace.root
-        stack = [(root, self._open(root), iter(root.next_functions))]
+        stack = [(root, self._open(root), iter(self.children(root)))]
         while stack:
             fn, first, children = stack[-1]
-            for child, _ in children:
-                if child is None:
-                    continue
+            for child in children:
                 if child is self.trace.input_fn:
                     if first is not None:
                         self.input_users.append(first)
@@ -103,7 +162,7 @@ class _Walker:
                 if child in self.seen:
                     self._link(first, self.seen[child])
                     continue
-                stack.append((child, self._open(child), iter(child.next_functions)))
+                stack.append((child, self._open(child), iter(self.children(child))))
                 break
             else:
                 stack.pop()

@@ -1,7 +1,8 @@
 """Graph capture: a model in, the graph a GHN-2 reads out.
 
     trace_model -> build_graph -> add_input -> drop_data_free_ops -> straighten_weights
-    -> sort_nodes -> split_pos_enc -> mark_attention -> filter_graph -> edge_table -> ModelGraph
+    -> sort_nodes -> split_pos_enc -> mark_attention -> filter_graph -> join_outputs
+    -> edge_table -> ModelGraph
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ghnorth_cli.graph.filter import filter_graph
 from ghnorth_cli.graph.rewire import (
     add_input,
     drop_data_free_ops,
+    join_outputs,
     sort_nodes,
     split_pos_enc,
     straighten_weights,
@@ -80,7 +82,7 @@ def node_graph(model: nn.Module, *, img_size: int = 224) -> DiGraph:
     graph = sort_nodes(graph)
     graph = split_pos_enc(graph)
     graph = mark_attention(graph)
-    graph = filter_graph(graph)
+    graph = join_outputs(filter_graph(graph))
     check_graph(graph)
     return graph
 

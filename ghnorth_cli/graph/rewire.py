@@ -125,3 +125,14 @@ def split_pos_enc(graph: DiGraph) -> DiGraph:
         for dst in graph.succ[src]:
             out.add_edge(new_of[src], new_of[dst])
     return out
+
+
+def join_outputs(graph: DiGraph) -> DiGraph:
+    """Make the last node the only sink: outputs of several heads (averaged by an op the
+    filter removed) are joined by a ``sum`` node appended at the end. In place."""
+    sinks = [i for i in range(len(graph)) if not graph.succ[i]]
+    if len(sinks) > 1:
+        index = graph.add_node(Node(name="AddBackward0", primitive="sum"))
+        for sink in sinks:
+            graph.add_edge(sink, index)
+    return graph
