@@ -24,6 +24,7 @@ from ghnorth_cli.errors import GhnorthError
 EMBEDDINGS_FORMAT = "ghnorth.embeddings"
 OUTSIDE_PERCENTILE = 95.0  # farther than this share of the reference's own neighbour distances = outside
 KEY_COLUMNS = ("name", "arch", "model", "label")
+MAX_REFERENCE_LABELS = 40
 
 
 @dataclass(frozen=True)
@@ -201,12 +202,14 @@ def metric_values(models: EmbeddingSet, metric: Mapping[str, float]) -> np.ndarr
 
 def plot_latent_map(path: str | Path, *, named: EmbeddingSet, reference: EmbeddingSet | None = None,
                     metric: Mapping[str, float] | None = None, metric_name: str = "metric",
-                    title: str | None = None) -> PCA2D:
+                    title: str | None = None, label_reference: bool | None = None) -> PCA2D:
     """Draw the 2-D PCA map into ``path`` (.png, .svg or .pdf) and return the projection.
 
     The PCA is fitted on the reference set when one is given (the map's axes are the reference's main
     directions, as in the paper), else on the named models. Reference architectures are small dots,
     named models large labelled markers; with ``metric`` both are coloured by it (grey: no value).
+    ``label_reference`` names the reference dots too (default: when there are at most
+    :data:`MAX_REFERENCE_LABELS` of them).
     """
     import matplotlib
 
@@ -232,6 +235,10 @@ def plot_latent_map(path: str | Path, *, named: EmbeddingSet, reference: Embeddi
         xy = pca.transform(reference.vectors)
         ax.scatter(xy[:, 0], xy[:, 1], s=12, c=colours(reference, "#9a9a9a"), linewidths=0, alpha=0.8,
                    label=f"reference ({len(reference)})")
+        if label_reference or (label_reference is None and len(reference) <= MAX_REFERENCE_LABELS):
+            for (x, y), name in zip(xy, reference.names):
+                ax.annotate(name.rpartition(":")[2], (x, y), xytext=(3, -8), textcoords="offset points",
+                            fontsize=6, color="#555555")
     xy = pca.transform(named.vectors)
     palette = matplotlib.colormaps["tab10"]
     fills = colours(named, "") if metric else [palette(i % 10) for i in range(len(named))]
