@@ -29,7 +29,7 @@ HIST_BINS = 200
 HIGH_CORRELATION = 0.5
 """Threshold of the ``frac_high`` statistic: the fraction of channel pairs with |r| > 0.5."""
 
-_ROW_BLOCK = 2048
+_ROW_BLOCK = 1024
 
 
 def layer_names(tensors: Mapping[str, Tensor], order: Sequence[str]) -> list[str]:
@@ -90,8 +90,9 @@ def row_correlation_std(mat: Tensor) -> float:
     if count < 2:
         return 0.0
     total = z.sum(dim=0).square().sum().item()
-    gram = z.t() @ z if z.shape[1] <= z.shape[0] else z @ z.t()
-    total_sq = gram.square().sum().item()
+    z32 = z.to(torch.float32)  # the Gram product in float32: twice as fast, ~1e-7 relative error
+    gram = z32.t() @ z32 if z.shape[1] <= z.shape[0] else z32 @ z32.t()
+    total_sq = torch.linalg.vector_norm(gram, dtype=torch.float64).item() ** 2
     variance = (total_sq - total * total / count) / (count - 1)
     return math.sqrt(max(variance, 0.0))
 
@@ -103,7 +104,7 @@ def channel_correlation(weight: Tensor, *, dtype: torch.dtype = torch.float64) -
 
 @dataclass
 class _CorrelationSummary:
-    """Running sums over the off-diagonal correlation values of one layer."""
+    """Running sums over the correlation values of the channel pairs (each unordered pair once)."""
 
     count: int = 0
     total: float = 0.0
@@ -112,15 +113,15 @@ class _CorrelationSummary:
     high: int = 0
     histogram: Tensor = field(default_factory=lambda: torch.zeros(HIST_BINS, dtype=torch.float64))
 
-    def add(self, values: Tensor, *, sign: int = 1) -> None:
-        """Add (``sign=1``) or remove (``sign=-1``) a batch of correlation values."""
-        v64 = values.to(torch.float64)
-        self.count += sign * values.numel()
-        self.total += sign * v64.sum().item()
-        self.total_sq += sign * v64.square().sum().item()
-        self.total_abs += sign * v64.abs().sum().item()
-        self.high += sign * int((values.abs() > HIGH_CORRELATION).sum().item())
-        self.histogram += sign * torch.histc(values.float(), bins=HIST_BINS, min=-1.0, max=1.0).to(torch.float64)
+    def add(self, values: Tensor) -> None:
+        """Add a batch of correlation values (any shape, within [-1, 1])."""
+        values = values.reshape(-1)
+        self.count += values.numel()
+        self.total += values.sum(dtype=torch.float64).item()
+        self.total_sq += torch.linalg.vector_norm(values, ord=2, dtype=torch.float64).item() ** 2
+        self.total_abs += torch.linalg.vector_norm(values, ord=1, dtype=torch.float64).item()
+        self.high += int(torch.count_nonzero(values.abs() > HIGH_CORRELATION).item())
+        self.histogram += torch.histc(values.float(), bins=HIST_BINS, min=-1.0, max=1.0).to(torch.float64)
 
     def mean_abs(self) -> float:
         return self.total_abs / self.count if self.count else math.nan
@@ -136,14 +137,21 @@ class _CorrelationSummary:
 
 
 def _summarize_correlation(mat: Tensor, *, dtype: torch.dtype) -> tuple[_CorrelationSummary, int]:
-    """Summary of the off-diagonal correlations between the non-constant rows, and the constant-row count."""
+    """Summary over the pairs of distinct non-constant rows, and the number of constant rows.
+
+    The correlation is symmetric, so only the blocks on and right of the diagonal are computed, and of
+    the diagonal blocks only their strict upper triangle is kept.
+    """
     z, constant = _standardized_rows(mat, dtype=dtype)
     z = z[~constant]
     summary = _CorrelationSummary()
     for start in range(0, z.shape[0], _ROW_BLOCK):
-        block = (z[start : start + _ROW_BLOCK] @ z.t()).clamp_(-1.0, 1.0)
-        summary.add(block)
-        summary.add(block.diagonal(offset=start), sign=-1)
+        rows = z[start : start + _ROW_BLOCK]
+        block = (rows @ z[start:].t()).clamp_(-1.0, 1.0)
+        size = rows.shape[0]
+        upper = torch.triu_indices(size, size, offset=1)
+        summary.add(block[upper[0], upper[1]])
+        summary.add(block[:, size:])
     return summary, int(constant.sum().item())
 
 
@@ -174,7 +182,8 @@ def singular_value_stats(mat: Tensor) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class LayerStats:
-    """Channel-correlation statistics of one conv/linear layer (off-diagonal values of its K x K correlation)."""
+    """Channel-correlation statistics of one conv/linear layer, over the K(K-1)/2 pairs of distinct channels
+    (the off-diagonal values of its K x K correlation; mean |r|, population std of r, fraction |r| > 0.5)."""
 
     index: int
     """1-based position among the checkpoint's 2+-D weights, in module order."""
@@ -192,7 +201,7 @@ class LayerStats:
     max_singular_value: float
     effective_rank: float
     histogram: tuple[int, ...]
-    """Counts of the off-diagonal correlation values in ``HIST_BINS`` equal bins over [-1, 1]."""
+    """Counts of the K(K-1)/2 channel-pair correlations in ``HIST_BINS`` equal bins over [-1, 1]."""
 
     def to_dict(self, *, with_histogram: bool = False) -> dict:
         """A JSON-ready dict (NaN becomes None); the histogram only when asked."""

@@ -52,8 +52,8 @@ def test_layer_stats_match_a_direct_computation():
     assert s.std_corr == pytest.approx(r.std(unbiased=False).item(), abs=1e-6)
     assert s.frac_high == pytest.approx((r.abs() > 0.5).double().mean().item(), abs=1e-12)
     assert s.duplicate_channels == 10 and s.constant_channels == 0
-    assert sum(s.histogram) == 40 * 39 and len(s.histogram) == HIST_BINS
-    assert s.histogram[-1] == 20  # the ten copied pairs, both ways, in the r = 1 bin
+    assert sum(s.histogram) == 40 * 39 // 2 and len(s.histogram) == HIST_BINS
+    assert s.histogram[-1] == 10  # the ten copied pairs in the r = 1 bin
     assert s.max_singular_value == pytest.approx(torch.linalg.svdvals(w.reshape(40, -1)).max().item(), rel=1e-4)
 
 
@@ -72,7 +72,7 @@ def test_constant_channels_are_counted_and_left_out():
     w[[4, 7]] = 0.0
     s = layer_stats("w", w, index=1)
     assert s.constant_channels == 2 and s.duplicate_channels == 1  # the two zero rows are also copies
-    assert sum(s.histogram) == 10 * 9 and math.isfinite(s.std_corr)
+    assert sum(s.histogram) == 10 * 9 // 2 and math.isfinite(s.std_corr)
 
 
 def test_duplicates_count_copies_not_groups_and_ignore_the_sign_of_zero():
@@ -135,5 +135,5 @@ def test_row_correlation_std_without_forming_the_matrix():
         mat[5] = 1.0  # constant row: left out, as NaN entries would be
         values = torch.corrcoef(mat.double()).flatten()
         expected = values[~values.isnan()].std().item()
-        assert row_correlation_std(mat) == pytest.approx(expected, rel=1e-9)
+        assert row_correlation_std(mat) == pytest.approx(expected, rel=1e-5)
     assert row_correlation_std(torch.ones(3, 4)) == 0.0
