@@ -43,8 +43,8 @@ def _draw_edges(ax, scene: Scene) -> None:
 
     virtual = [PathPatch(_mpl_path(e)) for e in scene.edges if e.length != 1]
     if virtual:
-        ax.add_collection(PatchCollection(virtual, facecolor="none", edgecolor=VIRTUAL_COLOR, linewidth=0.35,
-                                          alpha=0.35, linestyle=(0, (3, 2))))
+        ax.add_collection(PatchCollection(virtual, facecolor="none", edgecolor=VIRTUAL_COLOR, linewidth=0.5,
+                                          alpha=0.45, linestyle=(0, (3, 2))))
     real = [e for e in scene.edges if e.length == 1]
     ax.add_collection(PatchCollection([PathPatch(_mpl_path(e)) for e in real], facecolor="none",
                                       edgecolor=EDGE_COLOR, linewidth=0.8))

@@ -13,7 +13,7 @@ from ghnorth_cli.drawing.scene import LEGEND_ROW, MARGIN, Scene, SceneEdge
 from ghnorth_cli.drawing.style import NodeStyle
 
 EDGE_COLOR = "#404040"
-VIRTUAL_COLOR = "#9aa7c7"
+VIRTUAL_COLOR = "#6f83b8"
 FONT = "font-family=\"DejaVu Sans, Helvetica, Arial, sans-serif\""
 
 
@@ -88,7 +88,7 @@ def scene_to_svg(scene: Scene, *, labels: bool = False) -> str:
         f'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="{EDGE_COLOR}"/></marker></defs>',
         f'<rect width="100%" height="100%" fill="white"/>',
         f'<text x="{MARGIN:.1f}" y="{MARGIN + 14:.1f}" font-size="16" font-weight="bold" {FONT}>{escape(scene.title)}</text>',
-        f'<g class="virtual-edges" fill="none" stroke="{VIRTUAL_COLOR}" stroke-width="0.5" stroke-opacity="0.35" '
+        f'<g class="virtual-edges" fill="none" stroke="{VIRTUAL_COLOR}" stroke-width="0.6" stroke-opacity="0.45" '
         'stroke-dasharray="3,2">',
         *(_edge_svg(e) for e in scene.edges if e.length != 1),
         "</g>",
