@@ -200,6 +200,44 @@ def metric_values(models: EmbeddingSet, metric: Mapping[str, float]) -> np.ndarr
                     dtype=np.float64)
 
 
+class _MetricColours:
+    """Point colours from a metric (viridis over its range; grey without a value) or a fallback."""
+
+    def __init__(self, metric: Mapping[str, float] | None) -> None:
+        import matplotlib
+
+        self.metric = metric or {}
+        values = list(self.metric.values())
+        self.norm = matplotlib.colors.Normalize(min(values), max(values)) if values else None
+        self.cmap = matplotlib.colormaps["viridis"]
+
+    def __call__(self, models: EmbeddingSet, fallback: list) -> list:
+        if self.norm is None:
+            return fallback
+        return [self.cmap(self.norm(v)) if math.isfinite(v) else "#c8c8c8" for v in metric_values(models, self.metric)]
+
+
+def _draw_reference(ax, xy: np.ndarray, reference: EmbeddingSet, colours: _MetricColours, *, labels: bool) -> None:
+    ax.scatter(xy[:, 0], xy[:, 1], s=12, c=colours(reference, ["#9a9a9a"] * len(reference)), linewidths=0,
+               alpha=0.8, label=f"reference ({len(reference)})")
+    if labels:
+        for (x, y), name in zip(xy, reference.names):
+            ax.annotate(name.rpartition(":")[2], (x, y), xytext=(3, -8), textcoords="offset points",
+                        fontsize=6, color="#555555")
+
+
+def _draw_named(ax, xy: np.ndarray, named: EmbeddingSet, colours: _MetricColours) -> None:
+    import matplotlib
+
+    palette = matplotlib.colormaps["tab10"]
+    fills = colours(named, [palette(i % 10) for i in range(len(named))])
+    ax.scatter(xy[:, 0], xy[:, 1], s=90, c=fills, marker="*", edgecolors="black", linewidths=0.8, zorder=3,
+               label="named models")
+    for (x, y), name in zip(xy, named.names):
+        ax.annotate(name, (x, y), xytext=(6, 5), textcoords="offset points", fontsize=8, zorder=4,
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.7})
+
+
 def plot_latent_map(path: str | Path, *, named: EmbeddingSet, reference: EmbeddingSet | None = None,
                     metric: Mapping[str, float] | None = None, metric_name: str = "metric",
                     title: str | None = None, label_reference: bool | None = None) -> PCA2D:
@@ -219,37 +257,17 @@ def plot_latent_map(path: str | Path, *, named: EmbeddingSet, reference: Embeddi
     from ghnorth_cli.plotting import figure_format
 
     fmt = figure_format(path)
-    pca = fit_pca(reference.vectors if reference is not None and len(reference) >= 2 else named.vectors)
+    has_reference = reference is not None and len(reference) > 0
+    pca = fit_pca(reference.vectors if has_reference and len(reference) >= 2 else named.vectors)
     fig = Figure(figsize=(7.5, 6.0))
     ax = fig.add_subplot()
-    values = [v for v in (metric or {}).values()]
-    norm = matplotlib.colors.Normalize(min(values), max(values)) if values else None
-    cmap = matplotlib.colormaps["viridis"]
-
-    def colours(models: EmbeddingSet, fallback: str) -> list:
-        if not metric:
-            return [fallback] * len(models)
-        return [cmap(norm(v)) if math.isfinite(v) else "#c8c8c8" for v in metric_values(models, metric)]
-
-    if reference is not None and len(reference):
-        xy = pca.transform(reference.vectors)
-        ax.scatter(xy[:, 0], xy[:, 1], s=12, c=colours(reference, "#9a9a9a"), linewidths=0, alpha=0.8,
-                   label=f"reference ({len(reference)})")
-        if label_reference or (label_reference is None and len(reference) <= MAX_REFERENCE_LABELS):
-            for (x, y), name in zip(xy, reference.names):
-                ax.annotate(name.rpartition(":")[2], (x, y), xytext=(3, -8), textcoords="offset points",
-                            fontsize=6, color="#555555")
-    xy = pca.transform(named.vectors)
-    palette = matplotlib.colormaps["tab10"]
-    fills = colours(named, "") if metric else [palette(i % 10) for i in range(len(named))]
-    ax.scatter(xy[:, 0], xy[:, 1], s=90, c=fills, marker="*", edgecolors="black", linewidths=0.8, zorder=3,
-               label="named models")
-    for (x, y), name in zip(xy, named.names):
-        ax.annotate(name, (x, y), xytext=(6, 5), textcoords="offset points", fontsize=8, zorder=4,
-                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.7})
-    if norm is not None:
-        mappable = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
-        fig.colorbar(mappable, ax=ax, label=metric_name)
+    colours = _MetricColours(metric)
+    if has_reference:
+        labels = label_reference if label_reference is not None else len(reference) <= MAX_REFERENCE_LABELS
+        _draw_reference(ax, pca.transform(reference.vectors), reference, colours, labels=labels)
+    _draw_named(ax, pca.transform(named.vectors), named, colours)
+    if colours.norm is not None:
+        fig.colorbar(matplotlib.cm.ScalarMappable(norm=colours.norm, cmap=colours.cmap), ax=ax, label=metric_name)
     ax.set_xlabel(f"PC 1 ({100 * pca.explained[0]:.0f}% of variance)")
     ax.set_ylabel(f"PC 2 ({100 * pca.explained[1]:.0f}% of variance)")
     ax.set_title(title or "architectures in the GHN's latent space (PCA of mean node embeddings)", fontsize=10)

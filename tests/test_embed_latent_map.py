@@ -105,3 +105,11 @@ def test_metric_values_match_names_then_archs():
                           archs=["torchvision:resnet50", "torchvision:vgg11", None])
     values = metric_values(models, {"torchvision:resnet50": 1.0, "torchvision:vgg11": 2.0})
     assert values[:2].tolist() == [1.0, 2.0] and math.isnan(values[2])
+
+
+def test_without_reference_models_are_compared_with_each_other(cli, tmp_path):
+    _write_embeddings(tmp_path / "e.json", {"a": [0.0, 0.0], "b": [3.0, 4.0], "c": [0.0, 1.0]})
+    result = cli("analyze", "--embeddings", tmp_path / "e.json", "--json", "-k", "1")
+    assert result.exit_code == 0, result.stderr
+    nearest = {m["name"]: (m["neighbours"][0]["name"], m["distance"]) for m in json.loads(result.stdout)["models"]}
+    assert nearest == {"a": ("c", 1.0), "b": ("c", pytest.approx(18 ** 0.5)), "c": ("a", 1.0)}

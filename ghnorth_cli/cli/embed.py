@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from ghnorth_cli.cli.app import app
-from ghnorth_cli.cli.options import ImgSizeOption, NumClassesOption
+from ghnorth_cli.cli.options import ImgSizeOption
 
 _logger = logging.getLogger(__name__)
 
@@ -26,6 +26,10 @@ ArchFileOption = Annotated[
 GraphFileOption = Annotated[
     Optional[list[str]], typer.Option("--graph", metavar="FILE", help="Graph JSON written by `ghnorth graph -o "
                                       "X.json` (repeatable); named after the file.")
+]
+EmbedClassesOption = Annotated[
+    Optional[int], typer.Option("--num-classes", min=1, help="Classifier outputs of the embedded models "
+                                "(default: the GHN's number of classes).")
 ]
 EmbedOutputOption = Annotated[
     str, typer.Option("--output", "-o", metavar="FILE", help="Embeddings JSON; '-' writes to stdout.")
@@ -77,7 +81,7 @@ def embed_command(
     arch_file: ArchFileOption = None,
     graphs: GraphFileOption = None,
     img_size: ImgSizeOption = None,
-    num_classes: NumClassesOption = None,
+    num_classes: EmbedClassesOption = None,
 ) -> None:
     """Embed architectures in the GHN's latent space: mean of node embeddings after propagation (JSON)."""
     from ghnorth_cli.checkpoint import write_bytes_atomic
