@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ghnorth_cli.experiment.initspec import OrthSettings
-from ghnorth_cli.experiment.materialize import GhnPredictor, materialize_init, predict_with_ghn
+from ghnorth_cli.experiment.materialize import GhnPredictor, LoadedGhnPredictor, materialize_init
 from ghnorth_cli.experiment.plan import Run
 from ghnorth_cli.experiment.runner import INITS_DIR, RunPaths
 
@@ -25,7 +25,7 @@ class FinetuneExecutor:
     save_models: bool = False
     save_every: int = 0
     options: dict[str, Any] | None = None  # other FinetuneConfig fields, e.g. {"amp": False}
-    predictor: GhnPredictor = predict_with_ghn
+    predictor: GhnPredictor = field(default_factory=LoadedGhnPredictor)
 
     def init_for(self, run: Run) -> str:
         """What ``--init`` fine-tuning gets: a built-in name or a checkpoint file."""
@@ -34,7 +34,8 @@ class FinetuneExecutor:
         if not run.init.needs_materializing:
             return run.init.kind
         img_size = int(run.hparams.get("img_size") or DEFAULT_IMG_SIZE)
-        path = materialize_init(run.init, arch=run.arch, img_size=img_size, seed=run.seed, data=run.data.data,
+        path = materialize_init(run.init, arch=run.arch, img_size=img_size, small_input=run.hparams.get("small_input"),
+                                seed=run.seed, data=run.data.data,
                                 cache_dir=self.out_dir / INITS_DIR, orth=self.orth, predictor=self.predictor)
         return str(path)
 

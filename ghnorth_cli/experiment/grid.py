@@ -42,6 +42,13 @@ def _choice(*allowed: str) -> Callable[[str], str]:
     return parse
 
 
+def _bool(text: str) -> bool:
+    value = text.lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError("expected true or false")
+    return value in ("true", "1", "yes")
+
+
 def _int(text: str) -> int:
     value = float(text)
     if value != int(value):
@@ -58,6 +65,7 @@ GRID_KEYS: dict[str, Callable[[str], Any]] = {
     "epochs": _int,
     "batch_size": _int,
     "img_size": _int,
+    "small_input": _bool,  # adapted stem for small images (default: img_size <= 32)
     "warmup_epochs": _int,
     "clip_grad": _optional_float,
     "label_smoothing": float,
@@ -76,7 +84,9 @@ def canonical_key(key: str) -> str:
 
 def parse_value(key: str, value: Any) -> Any:
     """One grid value of option ``key`` (a canonical key) from text or JSON."""
-    if value is None or isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, bool):
+        value = str(value)
+    elif value is None or isinstance(value, (int, float)):
         value = "none" if value is None else repr(value)
     try:
         return GRID_KEYS[key](str(value).strip())

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ghnorth_cli.errors import GhnorthError
 from ghnorth_cli.experiment.initspec import InitSpec, OrthSettings
 
 log = logging.getLogger(__name__)
@@ -26,9 +25,26 @@ KNOWN_CLASSES = {"cifar10": 10, "cifar100": 100, "fashion-mnist": 10}
 GhnPredictor = Callable[..., dict[str, Any]]
 
 
-def init_key(init: InitSpec, *, arch: str, img_size: int, seed: int, num_classes: int | None,
+class LoadedGhnPredictor:
+    """Predicts with ``ghnorth_cli.ghn.predict``, loading each GHN (name, file or URL) once."""
+
+    def __init__(self, *, device: str = "cpu") -> None:
+        self.device = device
+        self._ghns: dict[str, Any] = {}
+
+    def __call__(self, model, *, ghn: str, img_size: int) -> dict[str, Any]:
+        from ghnorth_cli.ghn.predict import as_ghn, predict
+
+        if ghn not in self._ghns:
+            self._ghns[ghn] = as_ghn(ghn, device=self.device)
+        prediction = predict(model, self._ghns[ghn], img_size=img_size, inplace=True)
+        return {"predicted": len(prediction.params), "kept": prediction.kept,
+                "classifier_predicted": prediction.classifier_predicted}
+
+
+def init_key(init: InitSpec, *, arch: str, img_size: int, small_input: bool, seed: int, num_classes: int | None,
              settings: dict[str, Any] | None) -> dict[str, Any]:
-    return {"arch": arch, "img_size": img_size, "seed": seed, "num_classes": num_classes,
+    return {"arch": arch, "img_size": img_size, "small_input": small_input, "seed": seed, "num_classes": num_classes,
             "init": {"kind": init.kind, "source": init.source}, "postprocess": settings}
 
 
@@ -38,26 +54,17 @@ def cached_init_path(cache_dir: Path, key: dict[str, Any], *, init: InitSpec) ->
     return cache_dir / f"{arch}-{init.slug}-{key['img_size']}px-s{key['seed']}-{digest}.safetensors"
 
 
-def predict_with_ghn(model, *, ghn: str) -> dict[str, Any]:
-    """Predict ``model``'s parameters in place with GHN ``ghn`` (a known name or a file)."""
-    try:
-        from ghnorth_cli.ghn.predict import predict_parameters  # written by the predict command
-    except ImportError:
-        raise GhnorthError("GHN inits need `ghnorth predict`, which this installation does not have") from None
-    result = predict_parameters(model, ghn)
-    return result if isinstance(result, dict) else {}
-
-
 def materialize_init(
     init: InitSpec,
     *,
     arch: str,
     img_size: int,
+    small_input: bool | None = None,
     seed: int,
     data: str,
     cache_dir: str | Path,
     orth: OrthSettings,
-    predictor: GhnPredictor = predict_with_ghn,
+    predictor: GhnPredictor,
 ) -> Path:
     """The checkpoint of a ``ghn:G`` / ``ghn-orth:G`` init, predicted (and post-processed) at most once."""
     import torch
@@ -69,16 +76,18 @@ def materialize_init(
     if not init.needs_materializing:
         raise ValueError(f"{init.label} needs no materializing")
     num_classes = KNOWN_CLASSES.get(data.lower())
-    spec = resolve_spec(arch, num_classes=num_classes, img_size=img_size, small_input=img_size <= 32)
+    small = img_size <= 32 if small_input is None else small_input
+    spec = resolve_spec(arch, num_classes=num_classes, img_size=img_size, small_input=small)
     settings = orth.for_arch(spec.name) if init.kind == "ghn-orth" else None
-    key = init_key(init, arch=spec.arch, img_size=img_size, seed=seed, num_classes=num_classes, settings=settings)
+    key = init_key(init, arch=spec.arch, img_size=img_size, small_input=spec.small_input, seed=seed,
+                   num_classes=num_classes, settings=settings)
     path = cached_init_path(Path(cache_dir), key, init=init)
     if path.is_file():
         return path
     model = create_model(spec, seed=seed)
-    info = predictor(model, ghn=init.source)
+    info = predictor(model, ghn=init.source, img_size=img_size)
     tensors, order = model_tensors(model)
-    history = [provenance(command="predict", options={"ghn": init.source, **info}, seed=seed)]
+    history = [provenance(command="predict", options={"ghn": init.source, "img_size": img_size}, seed=seed, **info)]
     if settings is not None:
         tensors, _ = postprocess(tensors, order, beta=settings["beta"], orth_from=settings["orth_from"],
                                  noise_layers=settings["noise_layers"], generator=torch.Generator().manual_seed(seed))
