@@ -48,6 +48,16 @@ def read_arch_file(path: Path) -> list[str]:
     return [a for a in archs if a]
 
 
+def _check_unique(names: list[str]) -> None:
+    from ghnorth_cli.errors import GhnorthError
+
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise GhnorthError(f"{name!r} is given twice; every embedded model needs its own name")
+        seen.add(name)
+
+
 def _read_graph_file(path: str):
     from ghnorth_cli.errors import GhnorthError
     from ghnorth_cli.graph.types import ModelGraph
@@ -85,6 +95,7 @@ def embed_command(
 ) -> None:
     """Embed architectures in the GHN's latent space: mean of node embeddings after propagation (JSON)."""
     from ghnorth_cli.checkpoint import write_bytes_atomic
+    from ghnorth_cli.cli.postprocess import check_writable
     from ghnorth_cli.embedding import dumps_embeddings, embed_graph, embeddings_document
     from ghnorth_cli.errors import GhnorthError
     from ghnorth_cli.ghn.registry import DEFAULT_GHN, load_pretrained
@@ -92,19 +103,17 @@ def embed_command(
     names = list(archs or []) + (read_arch_file(arch_file) if arch_file else [])
     if not names and not graphs:
         raise GhnorthError("nothing to embed: give --arch, --arch-file or --graph")
+    check_writable(output)
+    _check_unique(names + [Path(p).stem for p in graphs or []])
+    saved = [(path, _read_graph_file(path)) for path in graphs or []]  # bad files fail before any work
     ghn = load_pretrained(ghn_spec or DEFAULT_GHN)
     embeddings = []
     for arch in names:
         embeddings.append(_embed_arch(ghn, arch, num_classes=num_classes, img_size=img_size))
         _logger.info("%s: %d nodes", arch, embeddings[-1].n_nodes)
-    for path in graphs or []:
-        embeddings.append(embed_graph(ghn, _read_graph_file(path), name=Path(path).stem, info={"graph": path}))
+    for path, graph in saved:
+        embeddings.append(embed_graph(ghn, graph, name=Path(path).stem, info={"graph": path}))
         _logger.info("%s: %d nodes", path, embeddings[-1].n_nodes)
-    seen: set[str] = set()
-    for e in embeddings:
-        if e.name in seen:
-            raise GhnorthError(f"{e.name!r} is given twice; every embedded model needs its own name")
-        seen.add(e.name)
     document = embeddings_document(embeddings, ghn={"name": ghn.info.name, "sha256": ghn.info.sha256,
                                                     "config": ghn.config.to_dict()})
     write_bytes_atomic(output, dumps_embeddings(document).encode())

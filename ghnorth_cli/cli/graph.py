@@ -47,12 +47,14 @@ def graph_command(
     labels: LabelsOption = False,
 ) -> None:
     """Draw the model's graph as the GHN-2 sees it: nodes coloured and shaped by primitive, with a legend."""
+    from ghnorth_cli.cli.postprocess import check_writable
     from ghnorth_cli.drawing import graph_format, graph_summary, write_graph
     from ghnorth_cli.graph import capture_graph
     from ghnorth_cli.models import create_model, resolve_spec
 
     if fmt is None and output != "-":
         graph_format(output)  # refuse an unknown suffix before any work
+    check_writable(output)
     spec = resolve_spec(arch, num_classes=num_classes, img_size=img_size)
     model = create_model(spec, seed=0)
     graph = capture_graph(model, img_size=spec.img_size, ve_cutoff=ve_cutoff)

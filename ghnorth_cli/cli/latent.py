@@ -66,7 +66,10 @@ def run_latent_analysis(*, embeddings: list[Path], reference: list[Path] | None,
     from ghnorth_cli.plotting import figure_format
 
     if plot is not None:
+        from ghnorth_cli.cli.postprocess import check_writable
+
         figure_format(plot)
+        check_writable(plot)
     if metric is not None and metric_csv is None:
         raise GhnorthError("--metric needs --metric-csv")
     named = _read_sets(embeddings)
