@@ -53,6 +53,17 @@ def test_missing_cifar_suggests_download(tmp_path: Path) -> None:
         load_dataset("cifar10", data_dir=tmp_path)
 
 
+def test_failed_download_is_one_clear_error(tmp_path: Path, monkeypatch) -> None:
+    import torchvision.datasets.utils
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torchvision.datasets.utils, "download_and_extract_archive", offline)
+    with pytest.raises(DatasetError, match="could not download cifar10 .*network is unreachable"):
+        load_dataset("cifar10", data_dir=tmp_path, download=True)
+
+
 def test_cifar_pickle_with_code_is_refused(tmp_path: Path) -> None:
     root = make_cifar_dir(tmp_path)
     with open(root / "cifar-10-batches-py" / "test_batch", "wb") as f:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -128,13 +129,18 @@ def test_too_many_labels_per_class(fashion_dir: Path) -> None:
         finetune(tiny(fashion_dir, labels_per_class=13, val_size=0))
 
 
-def test_unwritable_output_folder_fails_before_training(fashion_dir: Path, tmp_path: Path) -> None:
+def test_unwritable_outputs_fail_before_training(fashion_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(GhnorthError, match="does not exist"):
         finetune(tiny(fashion_dir, output=str(tmp_path / "missing" / "out.safetensors")))
+    with pytest.raises(GhnorthError, match="it is a folder"):
+        finetune(tiny(fashion_dir, metrics=str(tmp_path)))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root can write into read-only folders")
+def test_read_only_output_folder_fails_before_training(fashion_dir: Path, tmp_path: Path) -> None:
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
-    if not (locked / "x").parent.stat().st_mode & 0o200 and __import__("os").access(locked, __import__("os").W_OK):
-        pytest.skip("running as a user who can write anywhere (root)")
     with pytest.raises(GhnorthError, match="not writable"):
         finetune(tiny(fashion_dir, metrics=str(locked / "m.json")))
 

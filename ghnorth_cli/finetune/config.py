@@ -118,6 +118,8 @@ def check_writable(path: str | None, *, what: str) -> None:
 
     if path is None or path == "-":
         return
+    if Path(path).is_dir():
+        raise GhnorthError(f"cannot write {what} {path}: it is a folder")
     folder = Path(path).resolve().parent
     if not folder.is_dir():
         raise GhnorthError(f"cannot write {what} {path}: folder {folder} does not exist")
