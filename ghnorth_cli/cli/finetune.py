@@ -100,7 +100,14 @@ def finetune_command(
     progress: Annotated[bool, _opt("--progress/--no-progress", help="Progress on stderr.", panel=_OUT)] = True,
     json_out: JsonOption = False,
 ) -> None:
-    """Fine-tune a classifier on an image dataset and report its validation and test accuracy."""
+    """Fine-tune a classifier on an image dataset and report its validation and test accuracy.
+
+    Training images get the standard small-data augmentation (as in the paper's CIFAR training):
+    a random crop of the image zero-padded by 4 pixels and a horizontal flip with probability 1/2,
+    done for whole batches on the training device, then a resize to --img-size. Evaluation images
+    are only resized. SGD uses momentum 0.9 (no Nesterov); weight decay applies to all parameters;
+    the learning rate follows a per-step cosine schedule down to 0 after an optional linear warm-up.
+    """
     options = {k: v for k, v in locals().items() if k not in ("recipe", "progress", "json_out")}
     from ghnorth_cli.finetune import finetune
     from ghnorth_cli.finetune.progress import ConsoleProgress
