@@ -117,10 +117,11 @@ class _Walker:
         return None if info is None else param_node(info)
 
     def _leaves(self, fn: Any) -> list[tuple[Any, Node]]:
-        """Parameters among ``fn``'s children that get a node and do not have one yet."""
+        """Parameters among ``fn``'s children that get a node (a parameter used by several ops,
+        e.g. a module shared between blocks, gets a node at each, as in DeepNets-1M)."""
         leaves = []
         for child in self.children(fn):
-            if hasattr(child, "variable") and child not in self.seen:
+            if hasattr(child, "variable"):
                 node = self._param(child)
                 if node is not None:
                     leaves.append((child, node))
