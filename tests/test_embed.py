@@ -69,9 +69,22 @@ def test_embed_command_model_and_saved_graph_agree_and_reruns_are_identical(cli,
 
 def test_embed_command_errors_are_one_line(cli, parity_dir, tmp_path):
     nothing = cli("embed", "--ghn", parity_dir / "ghn2_random_imagenet.pt", "-o", tmp_path / "e.json")
-    assert nothing.exit_code == 1 and nothing.stderr.strip() == "ghnorth: error: nothing to embed: give --arch, --arch-file or --graph"
+    assert nothing.exit_code == 1 and nothing.stderr.strip() == "ghnorth: error: nothing to embed: give --arch, --arch-file, --graph or --heldout"
     bogus = tmp_path / "bogus.pt"
     bogus.write_bytes(b"not a checkpoint")
     bad = cli("embed", "--ghn", bogus, "--graph", parity_dir / "graphs" / "tv_resnet18.json", "-o", tmp_path / "e.json")
     assert bad.exit_code == 1 and bad.stderr.startswith("ghnorth: error: ") and len(bad.stderr.splitlines()) == 1
     assert not (tmp_path / "e.json").exists()
+
+
+def test_embed_heldout_architectures_of_a_space(cli, parity_dir, tmp_path):
+    archspace = pytest.importorskip("ghnorth_cli.archspace")
+    expected = [s.label for s in archspace.heldout_archs(archspace.get_space("tiny"), count=2)]
+    out = tmp_path / "held.json"
+    result = cli("embed", "--ghn", parity_dir / "ghn2_random_cifar10.pt", "--heldout", "tiny:2", "-o", out)
+    assert result.exit_code == 0, result.stderr
+    models = json.loads(out.read_text())["models"]
+    assert [m["name"] for m in models] == expected
+    assert all(m["heldout"] == "tiny:2" and m["img_size"] == 32 and m["num_classes"] == 10 for m in models)
+    bad = cli("embed", "--ghn", parity_dir / "ghn2_random_cifar10.pt", "--heldout", "tiny", "-o", out)
+    assert bad.exit_code == 1 and "SPACE:N" in bad.stderr

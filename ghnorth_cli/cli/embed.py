@@ -27,6 +27,11 @@ GraphFileOption = Annotated[
     Optional[list[str]], typer.Option("--graph", metavar="FILE", help="Graph JSON written by `ghnorth graph -o "
                                       "X.json` (repeatable); named after the file.")
 ]
+HeldoutOption = Annotated[
+    Optional[str], typer.Option("--heldout", metavar="SPACE:N", help="Also embed the first N held-out "
+                                "architectures of an architecture space (the split `train-ghn --heldout N` "
+                                "keeps out of training), e.g. tiny:16; built at --img-size (default 32).")
+]
 EmbedClassesOption = Annotated[
     Optional[int], typer.Option("--num-classes", min=1, help="Classifier outputs of the embedded models "
                                 "(default: the GHN's number of classes).")
@@ -70,6 +75,36 @@ def _read_graph_file(path: str):
         raise GhnorthError(f"--graph {path} is not a graph JSON written by `ghnorth graph`: {exc}") from None
 
 
+def _parse_heldout(text: str) -> tuple[str, int]:
+    from ghnorth_cli.errors import GhnorthError
+
+    space, _, count = text.rpartition(":")
+    if not space or not count.isdigit() or int(count) < 1:
+        raise GhnorthError(f"--heldout takes SPACE:N (e.g. tiny:16), got {text!r}")
+    return space, int(count)
+
+
+def _embed_heldout(ghn, space_name: str, count: int, *, num_classes: int | None, img_size: int | None):
+    """Embeddings of a space's held-out architectures, named by their sample labels."""
+    from ghnorth_cli.embedding import embed_graph
+    from ghnorth_cli.errors import GhnorthError
+    from ghnorth_cli.graph import capture_graph
+
+    try:
+        from ghnorth_cli.archspace import build_arch, get_space, heldout_archs
+    except ImportError:
+        raise GhnorthError("--heldout needs ghnorth's architecture spaces (ghnorth_cli.archspace), "
+                           "which this installation lacks") from None
+    classes, size = num_classes or ghn.config.num_classes, img_size or 32
+    for sample in heldout_archs(get_space(space_name), count=count):
+        model = build_arch(sample, num_classes=classes, img_size=size)
+        graph = capture_graph(model, img_size=size, ve_cutoff=ghn.config.ve_cutoff)
+        shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+        info = {"heldout": f"{space_name}:{count}", "family": sample.family, "settings": sample.settings,
+                "img_size": size, "num_classes": classes}
+        yield embed_graph(ghn, graph, name=sample.label, shapes=shapes, info=info)
+
+
 def _embed_arch(ghn, arch: str, *, num_classes: int | None, img_size: int | None):
     from ghnorth_cli.embedding import embed_graph
     from ghnorth_cli.graph import capture_graph
@@ -90,6 +125,7 @@ def embed_command(
     archs: ArchsOption = None,
     arch_file: ArchFileOption = None,
     graphs: GraphFileOption = None,
+    heldout: HeldoutOption = None,
     img_size: ImgSizeOption = None,
     num_classes: EmbedClassesOption = None,
 ) -> None:
@@ -101,8 +137,9 @@ def embed_command(
     from ghnorth_cli.ghn.registry import DEFAULT_GHN, load_pretrained
 
     names = list(archs or []) + (read_arch_file(arch_file) if arch_file else [])
-    if not names and not graphs:
-        raise GhnorthError("nothing to embed: give --arch, --arch-file or --graph")
+    space = _parse_heldout(heldout) if heldout else None
+    if not names and not graphs and not space:
+        raise GhnorthError("nothing to embed: give --arch, --arch-file, --graph or --heldout")
     check_writable(output)
     _check_unique(names + [Path(p).stem for p in graphs or []])
     saved = [(path, _read_graph_file(path)) for path in graphs or []]  # bad files fail before any work
@@ -114,6 +151,9 @@ def embed_command(
     for path, graph in saved:
         embeddings.append(embed_graph(ghn, graph, name=Path(path).stem, info={"graph": path}))
         _logger.info("%s: %d nodes", path, embeddings[-1].n_nodes)
+    if space:
+        embeddings.extend(_embed_heldout(ghn, *space, num_classes=num_classes, img_size=img_size))
+        _logger.info("%s: %d held-out architectures", heldout, space[1])
     document = embeddings_document(embeddings, ghn={"name": ghn.info.name, "sha256": ghn.info.sha256,
                                                     "config": ghn.config.to_dict()})
     write_bytes_atomic(output, dumps_embeddings(document).encode())
