@@ -99,6 +99,28 @@ def test_trace_leaves_model_untouched() -> None:
     assert not model.training
 
 
+def test_model_needing_real_numbers_is_traced_on_cpu() -> None:
+    class DataDependent(TinyNet):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if float(x.detach().abs().sum()) < 0:  # reads a value: impossible on the meta device
+                raise AssertionError
+            return super().forward(x)
+
+    model = DataDependent()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trace = trace_model(model, img_size=8)
+    assert trace.device == "cpu"
+    assert capture_graph(model, img_size=8).node_types == capture_graph(TinyNet(), img_size=8).node_types
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_capture_under_no_grad_and_inference_mode() -> None:
+    with torch.no_grad():
+        assert capture_graph(TinyNet(), img_size=8).n_nodes == 9
+    with torch.inference_mode():
+        assert capture_graph(TinyNet(), img_size=8).n_nodes == 9
+
+
 def test_first_tensor_of_structured_outputs() -> None:
     t = torch.ones(1)
     assert first_tensor(t) is t

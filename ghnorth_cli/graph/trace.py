@@ -120,20 +120,29 @@ def _shape_mode(device: str) -> contextlib.AbstractContextManager:
     return FastMetaMode() if device == "meta" else contextlib.nullcontext()
 
 
-def _forward(model: nn.Module, *, device: str, img_size: int, batch_size: int) -> Trace:
-    tensors, infos = _stand_ins(model, device)
-    x = torch.zeros(batch_size, 3, img_size, img_size, device=device, requires_grad=True)
+def _dummy_input(*, batch_size: int, img_size: int, device: str) -> torch.Tensor:
+    x = torch.zeros(batch_size, 3, img_size, img_size, device=device)
     if device != "meta":
         gen = torch.Generator().manual_seed(0)
-        with torch.no_grad():
-            x.copy_((torch.rand(x.shape, generator=gen) - 0.5) / 2)
+        x.copy_(((torch.rand(x.shape, generator=gen) - 0.5) / 2).to(device))
+    return x.requires_grad_(True)
+
+
+def _forward(model: nn.Module, *, device: str, img_size: int, batch_size: int) -> Trace:
     pools: set = set()
-    with torch.random.fork_rng(devices=[]), torch.enable_grad(), _pool_hooks(model, pools), _shape_mode(device):
-        out = torch.func.functional_call(model, tensors, (x,), strict=False)
+    with (
+        torch.random.fork_rng(devices=[]),
+        torch.inference_mode(False),
+        torch.enable_grad(),
+    ):
+        tensors, infos = _stand_ins(model, device)
+        x = _dummy_input(batch_size=batch_size, img_size=img_size, device=device)
+        with _pool_hooks(model, pools), _shape_mode(device):
+            out = torch.func.functional_call(model, tensors, (x,), strict=False)
+        input_fn = _accumulate_grad_of(x)
     logits = first_tensor(out)
     if logits is None or logits.grad_fn is None:
         raise GraphCaptureError(f"{type(model).__name__}: forward pass returned no tensor that depends on the parameters")
-    input_fn = _accumulate_grad_of(x)
     return Trace(
         root=logits.grad_fn,
         params=infos,
@@ -160,13 +169,32 @@ def trace_model(model: nn.Module, *, img_size: int = 224, batch_size: int = 2) -
     except GraphCaptureError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure on meta means "try real numbers"
-        log.debug("forward on meta failed (%s: %s); retrying on CPU", type(exc).__name__, exc)
+        meta_error = exc
+    device = _home_device(model)
+    log.debug("forward on meta failed (%s: %s); retrying on %s", type(meta_error).__name__, meta_error, device)
+    if device == "meta":
+        raise GraphCaptureError(
+            f"{type(model).__name__}: forward pass on the meta device failed: {type(meta_error).__name__}: "
+            f"{_first_line(meta_error)}"
+        ) from meta_error
     try:
-        return _forward(model, device="cpu", img_size=img_size, batch_size=batch_size)
+        return _forward(model, device=device, img_size=img_size, batch_size=batch_size)
     except GraphCaptureError:
         raise
     except Exception as exc:  # noqa: BLE001 - a user model may raise anything
         raise GraphCaptureError(
             f"{type(model).__name__}: forward pass on a 3x{img_size}x{img_size} input failed: "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            f"{type(exc).__name__}: {_first_line(exc)}"
         ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _home_device(model: nn.Module) -> str:
+    """The device the model's tensors live on (CPU for a model without any)."""
+    for tensor in [*model.parameters(), *model.buffers()]:
+        return str(tensor.device)
+    return "cpu"
