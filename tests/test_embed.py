@@ -69,7 +69,8 @@ def test_embed_command_model_and_saved_graph_agree_and_reruns_are_identical(cli,
 
 def test_embed_command_errors_are_one_line(cli, parity_dir, tmp_path):
     nothing = cli("embed", "--ghn", parity_dir / "ghn2_random_imagenet.pt", "-o", tmp_path / "e.json")
-    assert nothing.exit_code == 1 and nothing.stderr.strip() == "ghnorth: error: nothing to embed: give --arch, --arch-file, --graph or --heldout"
+    assert nothing.exit_code == 1
+    assert nothing.stderr.strip() == "ghnorth: error: nothing to embed: give --arch, --arch-file, --graph or --heldout"
     bogus = tmp_path / "bogus.pt"
     bogus.write_bytes(b"not a checkpoint")
     bad = cli("embed", "--ghn", bogus, "--graph", parity_dir / "graphs" / "tv_resnet18.json", "-o", tmp_path / "e.json")

@@ -50,16 +50,16 @@ def _path_d(edge: SceneEdge) -> str:
 
 
 def _edge_svg(edge: SceneEdge) -> str:
-    d = _path_d(edge)
+    ends = f'data-source="{edge.source}" data-target="{edge.target}"'
     if edge.length == 1:
-        return f'<path class="edge" d="{d}" marker-end="url(#arrow)" data-source="{edge.source}" data-target="{edge.target}"/>'
-    return (f'<path class="virtual-edge" d="{d}" data-source="{edge.source}" data-target="{edge.target}" '
-            f'data-length="{edge.length}"/>')
+        return f'<path class="edge" d="{_path_d(edge)}" marker-end="url(#arrow)" {ends}/>'
+    return f'<path class="virtual-edge" d="{_path_d(edge)}" {ends} data-length="{edge.length}"/>'
 
 
 def _legend_svg(scene: Scene) -> list[str]:
     x0, y = scene.legend_x, MARGIN + 40.0
-    out = ['<g class="legend">', f'<text x="{x0:.1f}" y="{y:.1f}" font-weight="bold" font-size="13" {FONT}>primitive</text>']
+    heading = f'<text x="{x0:.1f}" y="{y:.1f}" font-weight="bold" font-size="13" {FONT}>primitive</text>'
+    out = ['<g class="legend">', heading]
     for entry in scene.legend:
         y += LEGEND_ROW
         out.append(f'<g class="legend-entry" data-key={quoteattr(entry.key)}>'
@@ -86,8 +86,9 @@ def scene_to_svg(scene: Scene, *, labels: bool = False) -> str:
         f"<title>{escape(scene.title)}</title>",
         '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="5" markerHeight="5" '
         f'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="{EDGE_COLOR}"/></marker></defs>',
-        f'<rect width="100%" height="100%" fill="white"/>',
-        f'<text x="{MARGIN:.1f}" y="{MARGIN + 14:.1f}" font-size="16" font-weight="bold" {FONT}>{escape(scene.title)}</text>',
+        '<rect width="100%" height="100%" fill="white"/>',
+        f'<text x="{MARGIN:.1f}" y="{MARGIN + 14:.1f}" font-size="16" font-weight="bold" {FONT}>'
+        f"{escape(scene.title)}</text>",
         f'<g class="virtual-edges" fill="none" stroke="{VIRTUAL_COLOR}" stroke-width="0.6" stroke-opacity="0.45" '
         'stroke-dasharray="3,2">',
         *(_edge_svg(e) for e in scene.edges if e.length != 1),
