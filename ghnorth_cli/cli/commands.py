@@ -12,3 +12,4 @@ from ghnorth_cli.cli import experiment  # noqa: F401
 from ghnorth_cli.cli import graph  # noqa: F401
 from ghnorth_cli.cli import embed  # noqa: F401
 from ghnorth_cli.cli import finetune  # noqa: F401
+from ghnorth_cli.cli import train_ghn  # noqa: F401

@@ -1,0 +1,124 @@
+"""``ghnorth train-ghn``: train a GHN-2 over an architecture space on an image dataset."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ghnorth_cli.cli.app import app
+from ghnorth_cli.cli.options import JsonOption
+
+_DATA, _ARCHS, _TRAIN, _GHN, _RUN = "Data", "Architectures", "Training", "GHN size", "Run"
+
+
+def _opt(*names: str, help: str, panel: str, **kwargs: Any) -> Any:
+    return typer.Option(*names, help=help, rich_help_panel=panel, **kwargs)
+
+
+def _max_shape(text: str) -> tuple[int, int, int, int]:
+    from ghnorth_cli.errors import GhnorthError
+
+    try:
+        sizes = tuple(int(s) for s in text.replace("x", ",").split(","))
+    except ValueError:
+        sizes = ()
+    if len(sizes) != 4:
+        raise GhnorthError(f"--max-shape {text!r}: expected four sizes like 64,64,7,7")
+    return sizes  # type: ignore[return-value]
+
+
+class StepPrinter:
+    """Progress on stderr: a rewritten line on a terminal, otherwise one line every ``every`` steps."""
+
+    def __init__(self, *, steps: int, every: int) -> None:
+        self.steps, self.every = steps, every
+        self.live = sys.stderr.isatty()
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        step = record["step"]
+        line = (f"step {step}/{self.steps} loss {record['loss']:.4f} acc {100 * record['acc']:.1f}% "
+                f"lr {record['lr']:.3g} grad {record['grad_norm']:.2f} {record['seconds']:.0f}s")
+        if self.live:
+            end = "\n" if step == self.steps else ""
+            sys.stderr.write(f"\r\033[K{line}{end}")
+        elif step % self.every == 0 or step == self.steps:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+@app.command("train-ghn")
+def train_ghn_command(
+    output: Annotated[str, _opt("--output", "-o", help="The GHN file to write (.safetensors); a state file "
+                      "OUTPUT.state.pt next to it makes --resume possible.", panel=_RUN)],
+    data: Annotated[str, _opt("--data", help="cifar10 | cifar100 | fashion-mnist | imagefolder:PATH.",
+                    panel=_DATA)] = "fashion-mnist",
+    data_dir: Annotated[Optional[str], _opt("--data-dir", help="Where the dataset lives (as for finetune).",
+                        panel=_DATA)] = None,
+    classes: Annotated[Optional[str], _opt("--classes", help="Train on these classes only, e.g. 0-4 or 1,3,5; "
+                       "labels are renumbered in this order (default: all).", panel=_DATA)] = None,
+    arch_space: Annotated[str, _opt("--arch-space", help="Architecture space: tiny | small | tiny-convnets | "
+                          "tiny-resnet | tiny-convnext | tiny-mobilenet | tiny-vit.", panel=_ARCHS)] = "tiny",
+    include_arch: Annotated[Optional[list[str]], _opt("--include-arch", help="Also train on this timm or "
+                            "torchvision model (repeatable), drawn as often as each family.",
+                            panel=_ARCHS)] = None,
+    heldout: Annotated[int, _opt("--heldout", min=0, help="Size of the space's held-out split that training "
+                       "never sees (ghn eval uses it).", panel=_ARCHS)] = 16,
+    steps: Annotated[int, _opt("--steps", min=1, help="Optimization steps.", panel=_TRAIN)] = 1000,
+    meta_batch: Annotated[int, _opt("--meta-batch", min=1, help="Architectures per step.", panel=_TRAIN)] = 4,
+    batch_size: Annotated[int, _opt("--batch-size", min=2, help="Images per step (every architecture of a step "
+                          "sees the same batch).", panel=_TRAIN)] = 64,
+    lr: Annotated[float, _opt("--lr", help="AdamW peak learning rate.", panel=_TRAIN)] = 1e-3,
+    wd: Annotated[float, _opt("--wd", help="AdamW weight decay.", panel=_TRAIN)] = 1e-5,
+    schedule: Annotated[str, _opt("--schedule", help="cosine | step (x0.1 at 50% and 75%) | constant.",
+                        panel=_TRAIN)] = "cosine",
+    warmup: Annotated[int, _opt("--warmup", min=0, help="Linear warm-up steps.", panel=_TRAIN)] = 0,
+    grad_clip: Annotated[float, _opt("--grad-clip", min=0, help="Clip the gradient norm (0: off).",
+                         panel=_TRAIN)] = 5.0,
+    seed: Annotated[int, _opt("--seed", help="Seed of the GHN's init, the architectures, batches and "
+                    "augmentation.", panel=_TRAIN)] = 0,
+    img_size: Annotated[int, _opt("--img-size", min=8, help="Input size the GHN trains at.", panel=_GHN)] = 32,
+    hid: Annotated[int, _opt("--hid", min=4, help="GHN hidden size.", panel=_GHN)] = 32,
+    max_shape: Annotated[str, _opt("--max-shape", help="Largest tensor the GHN decodes before tiling "
+                         "(out,in,h,w).", panel=_GHN)] = "64,64,7,7",
+    device: Annotated[str, _opt("--device", help="auto (CUDA if available) | cpu | cuda[:N].", panel=_RUN)] = "auto",
+    amp: Annotated[bool, _opt("--amp/--no-amp", help="bf16 autocast on CUDA.", panel=_RUN)] = True,
+    threads: Annotated[Optional[int], _opt("--threads", min=1, help="CPU threads for torch (1 is often fastest "
+                       "for these small models on a busy machine).", panel=_RUN)] = None,
+    save_every: Annotated[int, _opt("--save-every", min=1, help="Write the state and the GHN file every N "
+                          "steps.", panel=_RUN)] = 100,
+    resume: Annotated[bool, _opt("--resume", help="Continue from OUTPUT.state.pt.", panel=_RUN)] = False,
+    log: Annotated[Optional[str], _opt("--log", help="Append one JSON line per --log-every steps here.",
+                   panel=_RUN)] = None,
+    log_every: Annotated[int, _opt("--log-every", min=1, help="Log and progress interval.", panel=_RUN)] = 10,
+    json_output: JsonOption = False,
+) -> None:
+    """Train a GHN-2 whose predicted parameters classify DATA, over many sampled architectures.
+
+    Writes ghnorth's GHN file (usable as `predict --ghn FILE` and `ghn eval FILE`). Data goes to
+    stdout only with --json; progress and logs go to stderr.
+    """
+    import torch
+
+    from ghnorth_cli.ghn_training.config import GHNTrainConfig
+    from ghnorth_cli.ghn_training.data import parse_classes
+    from ghnorth_cli.ghn_training.run import train_ghn
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    config = GHNTrainConfig(
+        output=output, data=data, data_dir=data_dir, classes=parse_classes(classes), arch_space=arch_space,
+        extra_archs=tuple(include_arch or ()), heldout=heldout, steps=steps, meta_batch=meta_batch,
+        batch_size=batch_size, lr=lr, weight_decay=wd, schedule=schedule, warmup=warmup, grad_clip=grad_clip,
+        seed=seed, img_size=img_size, hid=hid, max_shape=_max_shape(max_shape), device=device, amp=amp,
+        save_every=save_every, log_every=log_every, log=log,
+    )
+    result = train_ghn(config, resume=resume, on_step=StepPrinter(steps=steps, every=log_every))
+    summary = {"output": result.output, "steps": result.steps, "seconds": round(result.seconds, 1),
+               "last": result.last, "training": result.training}
+    if json_output:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        typer.echo(f"wrote {result.output} ({result.steps} steps, {result.seconds:.0f} s)", err=True)

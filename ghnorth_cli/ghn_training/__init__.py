@@ -1,0 +1,1 @@
+"""Training GHNs over an architecture space, ghnorth's GHN file, and evaluating predicted parameters."""

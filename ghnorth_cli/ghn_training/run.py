@@ -1,0 +1,151 @@
+"""``train_ghn``: a whole GHN training run, resumable, writing a GHN file and a JSONL log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ghnorth_cli.errors import GhnorthError
+from ghnorth_cli.ghn.network import GHN2
+from ghnorth_cli.ghn_training.config import RESUMABLE_CHANGES, GHNTrainConfig
+from ghnorth_cli.ghn_training.data import TaskData, load_task
+from ghnorth_cli.ghn_training.ghnfile import write_ghn
+from ghnorth_cli.ghn_training.loop import (
+    Generators,
+    RunState,
+    StepCallback,
+    ghn_config_for,
+    new_ghn,
+    run_steps,
+)
+
+log = logging.getLogger(__name__)
+STATE_VERSION = 1
+
+
+@dataclass
+class GHNTrainResult:
+    """What a finished run produced."""
+
+    output: str
+    steps: int
+    seconds: float
+    last: dict[str, Any]
+    training: dict[str, Any]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when available, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise GhnorthError(f"--device {name!r} is not a torch device") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise GhnorthError("--device cuda: no CUDA device is available")
+    return device
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    """Where training ran: host, CPU, threads and the device's name."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return {"device": str(device), "device_name": name, "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads()}
+
+
+def training_metadata(config: GHNTrainConfig, task: TaskData, state: RunState, device: torch.device) -> dict:
+    """The ``ghnorth.training`` header: what this GHN learned from, how long it took, where."""
+    return {
+        "data": task.name, "classes": list(task.classes), "class_names": list(task.class_names),
+        "img_size": config.img_size, "mean": list(task.mean), "std": list(task.std),
+        "arch_space": config.arch_space, "extra_archs": list(config.extra_archs), "heldout": config.heldout,
+        "steps": state.step, "meta_batch": config.meta_batch, "batch_size": config.batch_size,
+        "train_images": len(task.train), "seconds": round(state.seconds, 1),
+        "last_loss": state.history[-1]["loss"] if state.history else None,
+        "machine": machine_info(device),
+    }
+
+
+def _save_state(config: GHNTrainConfig, ghn: GHN2, optimizer: torch.optim.Optimizer, gens: Generators,
+                state: RunState) -> None:
+    from ghnorth_cli.finetune.state import save_state
+
+    save_state(config.state_path, {
+        "kind": "ghnorth.train-ghn", "version_ghn": STATE_VERSION, "options": json.dumps(config.result_options()),
+        "ghn": ghn.state_dict(), "optimizer": optimizer.state_dict(), "generators": gens.state(),
+        "step": state.step, "seconds": state.seconds, "history": json.dumps(state.history),
+    })
+
+
+def _resume(config: GHNTrainConfig, ghn: GHN2, optimizer: torch.optim.Optimizer, gens: Generators) -> RunState:
+    from ghnorth_cli.finetune.state import load_state
+
+    saved = load_state(config.state_path)
+    if saved.get("kind") != "ghnorth.train-ghn":
+        raise GhnorthError(f"cannot resume from {config.state_path}: not a train-ghn state")
+    before, now = json.loads(saved["options"]), config.result_options()
+    for key in sorted(set(before) | set(now)):
+        if key not in RESUMABLE_CHANGES and before.get(key) != now.get(key):
+            raise GhnorthError(f"cannot resume from {config.state_path}: option {key} was {before.get(key)!r} "
+                               f"there, now {now.get(key)!r}")
+    ghn.load_state_dict(saved["ghn"])
+    optimizer.load_state_dict(saved["optimizer"])
+    gens.load(saved["generators"])
+    log.info("resuming at step %d of %d", saved["step"], config.steps)
+    return RunState(step=saved["step"], seconds=saved["seconds"], history=json.loads(saved["history"]))
+
+
+def _append_log(path: str | None, record: dict[str, Any]) -> None:
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def _check_output(config: GHNTrainConfig, *, resume: bool) -> None:
+    folder = Path(config.output).parent
+    if not folder.is_dir():
+        raise GhnorthError(f"cannot write {config.output}: folder {folder} does not exist")
+    if resume and not Path(config.state_path).is_file():
+        raise GhnorthError(f"nothing to resume: no training state at {config.state_path}")
+
+
+def train_ghn(config: GHNTrainConfig, *, resume: bool = False, on_step: StepCallback | None = None,
+              task: TaskData | None = None) -> GHNTrainResult:
+    """Train a GHN-2 as ``config`` says (resuming from its state file when ``resume``); write the GHN file."""
+    from ghnorth_cli.checkpoint import provenance
+
+    _check_output(config, resume=resume)
+    task = task or load_task(config.data, data_dir=config.data_dir, classes=config.classes, img_size=config.img_size)
+    device = resolve_device(config.device)
+    ghn = new_ghn(ghn_config_for(config, num_classes=task.num_classes), seed=config.seed).to(device)
+    optimizer = torch.optim.AdamW(ghn.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    gens = Generators.seeded(config.seed)
+    state = _resume(config, ghn, optimizer, gens) if resume else RunState()
+    log.info("training a GHN-2 (%d parameters) on %s (%d images, %d classes), space %s, device %s",
+             sum(p.numel() for p in ghn.parameters()), task.name, len(task.train), task.num_classes,
+             config.arch_space, device)
+
+    def checkpoint() -> None:
+        _save_state(config, ghn, optimizer, gens, state)
+        history = [provenance(command="train-ghn", options=config.result_options(), seed=config.seed)]
+        write_ghn(config.output, ghn, history=history, training=training_metadata(config, task, state, device))
+
+    def step_done(record: dict[str, Any]) -> None:
+        if record["step"] % config.log_every == 0 or record["step"] == config.steps:
+            _append_log(config.log, record)
+        if on_step is not None:
+            on_step(record)
+
+    run_steps(ghn, optimizer, task, config, gens=gens, state=state, device=device, checkpoint=checkpoint,
+              on_step=step_done)
+    return GHNTrainResult(config.output, state.step, state.seconds, state.history[-1] if state.history else {},
+                          training_metadata(config, task, state, device))
