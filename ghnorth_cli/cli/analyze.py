@@ -22,7 +22,8 @@ LabelOption = Annotated[
                                       "(repeat once per file; default: the file names).")
 ]
 PlotOption = Annotated[
-    Optional[Path], typer.Option("--plot", metavar="FILE", help="Draw Figure 2 into FILE (.png, .svg or .pdf).")
+    Optional[Path], typer.Option("--plot", metavar="FILE", help="Draw Figure 2 into FILE (.png, .svg or .pdf); "
+                                                     "with --embeddings the latent map (Figure 4).")
 ]
 PlotLayersOption = Annotated[
     Optional[str], typer.Option("--plot-layers", metavar="I,J,...", help="1-based layers whose correlation "
@@ -114,7 +115,11 @@ def analyze_command(
     metric: MetricOption = None,
     neighbours: NeighboursOption = 3,
 ) -> None:
-    """Correlation between the output channels of every conv/linear layer: a table, --json, --plot (Fig. 2)."""
+    """Correlation between the output channels of every conv/linear layer: a table, --json, --plot (Fig. 2).
+
+    With --embeddings instead: where architectures land in a GHN's latent space (--plot, Fig. 4) and how far
+    each is from its nearest reference architectures.
+    """
     from ghnorth_cli.errors import GhnorthError
     from ghnorth_cli.cli.postprocess import check_writable
     from ghnorth_cli.plotting import figure_format, plot_figure2
