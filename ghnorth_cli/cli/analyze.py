@@ -23,7 +23,7 @@ LabelOption = Annotated[
 ]
 PlotOption = Annotated[
     Optional[Path], typer.Option("--plot", metavar="FILE", help="Draw Figure 2 into FILE (.png, .svg or .pdf); "
-                                                     "with --embeddings the latent map (Figure 4).")
+                                 "with --embeddings the latent map (Figure 4).")
 ]
 PlotLayersOption = Annotated[
     Optional[str], typer.Option("--plot-layers", metavar="I,J,...", help="1-based layers whose correlation "
