@@ -34,6 +34,20 @@ class ParamNode:
 
     ``param`` is the model's parameter name (``"layer1.0.conv1.weight"``) or, for pooling nodes,
     the primitive name (``"max_pool"``). ``last_weight``/``last_bias`` mark the classifier.
+
+    Conventions of :func:`ghnorth_cli.graph.capture_graph` (those of the reference, DeepNets-1M):
+
+    - a norm layer (``bn``/``ln``) has one node, for its weight; its bias has no node of its own
+      and is predicted together with the weight;
+    - parameters without a primitive (layer scale, relative position bias tables, GRN gamma/beta,
+      recurrent weights, ...) have no node: they keep the model's own init;
+    - pooling nodes have ``shape == (1, 1, kh, kw)``;
+    - ``last_weight``/``last_bias`` are set on the second-to-last and the last node of the graph
+      (for a classifier, its weight and bias), whatever those nodes are;
+    - class, distillation and register tokens and position embeddings are ``pos_enc`` nodes
+      with their own shape (e.g. ``(1, 197, 384)``), each feeding a ``sum``/``concat``;
+    - a parameter used by several ops (a module shared between blocks) has a node at each use,
+      so the same ``param`` can appear more than once.
     """
 
     index: int
@@ -51,6 +65,10 @@ class ModelGraph:
     ``node_types[i]`` is the primitive of node ``i``; ``edges`` is an int64 tensor of rows
     ``(source, target, shortest_path_length)`` where length 1 is a real edge and larger
     lengths are virtual edges.
+
+    Node 0 is the ``input``; nodes are in the reference's topological order and the last node
+    is the output. ``edges`` rows are sorted by (source, target). ``meta`` holds the capture
+    settings (``img_size``, ``ve_cutoff``) when the graph comes from ``capture_graph``.
     """
 
     node_types: list[str]
