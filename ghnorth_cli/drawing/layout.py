@@ -16,6 +16,7 @@ Coordinates are in node units (one unit between neighbouring nodes); renderers s
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,10 +69,10 @@ def node_ranks(n_nodes: int, edges: np.ndarray) -> np.ndarray:
 def _topological_order(n_nodes: int, preds: list[list[int]], succs: list[list[int]]) -> list[int]:
     """Kahn's order (node order breaks ties); nodes on a cycle, if any, come last in index order."""
     indegree = [len(p) for p in preds]
-    ready = [i for i in range(n_nodes) if indegree[i] == 0]
+    ready = deque(i for i in range(n_nodes) if indegree[i] == 0)
     order: list[int] = []
     while ready:
-        node = ready.pop(0)
+        node = ready.popleft()
         order.append(node)
         for s in succs[node]:
             indegree[s] -= 1
