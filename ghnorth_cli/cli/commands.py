@@ -13,3 +13,4 @@ from ghnorth_cli.cli import graph  # noqa: F401
 from ghnorth_cli.cli import embed  # noqa: F401
 from ghnorth_cli.cli import finetune  # noqa: F401
 from ghnorth_cli.cli import train_ghn  # noqa: F401
+from ghnorth_cli.cli import ghn_eval  # noqa: F401
