@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ghnorth_cli.ghn.mlp import MLP
@@ -64,49 +65,63 @@ def _levels(sender: np.ndarray, receiver: np.ndarray, order: np.ndarray, n_nodes
     return level
 
 
+def _message_edges(sender: np.ndarray, receiver: np.ndarray, dist: np.ndarray, *, ve: bool):
+    """(message-table row, receiver, coefficient) per message: ``2u`` is u's 1-hop MLP output and
+    ``2u+1`` its virtual-edge MLP output (divided by the distance); without ve, row ``u``."""
+    one_hop = dist == 1
+    if not ve:
+        return sender[one_hop], receiver[one_hop], np.ones(int(one_hop.sum()), np.float32)
+    rows = np.concatenate([2 * sender[one_hop], 2 * sender + 1])
+    into = np.concatenate([receiver[one_hop], receiver])
+    coef = np.concatenate([np.ones(int(one_hop.sum())), 1.0 / dist]).astype(np.float32)
+    return rows, into, coef
+
+
 def _sweep(sender: np.ndarray, receiver: np.ndarray, dist: np.ndarray, order: np.ndarray, *,
            n_nodes: int, ve: bool, device: torch.device) -> tuple[Level, ...]:
-    """Levels of one sweep; message rows are ``2u`` (1-hop MLP) and ``2u+1`` (virtual MLP) with ve."""
+    """The levels of one sweep that visits ``order`` and passes messages ``sender -> receiver``."""
     level = _levels(sender, receiver, order, n_nodes)
-    processed = np.zeros(n_nodes, dtype=bool)
-    processed[order] = True
-    one_hop = dist == 1
-    if ve:
-        rows = np.concatenate([2 * sender[one_hop], 2 * sender + 1])
-        into = np.concatenate([receiver[one_hop], receiver])
-        coef = np.concatenate([np.ones(int(one_hop.sum())), 1.0 / dist]).astype(np.float32)
-    else:
-        rows, into, coef = sender[one_hop], receiver[one_hop], np.ones(int(one_hop.sum()), np.float32)
-    keep = processed[into]
-    rows, into, coef = rows[keep], into[keep], coef[keep]
-    by_level = np.argsort(level[into], kind="stable")
-    rows, into, coef = rows[by_level], into[by_level], coef[by_level]
+    rows, into, coef = _message_edges(sender, receiver, dist, ve=ve)
+    keep = np.isin(into, order)
+    # Messages by (level, receiver) and nodes by (level, node): a level's rows are its nodes in order.
+    by_level = np.lexsort((into[keep], level[into[keep]]))
+    rows, into, coef = rows[keep][by_level], into[keep][by_level], coef[keep][by_level]
+    nodes = order[np.lexsort((order, level[order]))]
     n_levels = int(level[order].max()) + 1 if len(order) else 0
-    nodes_at = [[] for _ in range(n_levels)]
-    for node in order:
-        nodes_at[level[node]].append(int(node))
+    node_bounds = np.searchsorted(level[nodes], np.arange(n_levels + 1))
     edge_bounds = np.searchsorted(level[into], np.arange(n_levels + 1))
-    out = []
-    for lv, nodes in enumerate(nodes_at):
-        a, b = edge_bounds[lv], edge_bounds[lv + 1]
-        out.append(_level(nodes, rows[a:b], into[a:b], coef[a:b], device=device))
+    weights = _level_weights(level, nodes, into, coef, node_bounds, edge_bounds, n_nodes=n_nodes)
+    return _pack_levels(nodes, rows, weights, node_bounds, edge_bounds, device=device)
+
+
+def _level_weights(level, nodes, into, coef, node_bounds, edge_bounds, *, n_nodes: int) -> np.ndarray:
+    """Every level's (n_nodes x n_messages) weight matrix, flattened one after another."""
+    n_per_level, k_per_level = np.diff(node_bounds), np.diff(edge_bounds)
+    offsets = np.concatenate([[0], np.cumsum(n_per_level * k_per_level)])
+    rank = np.zeros(n_nodes, dtype=np.int64)
+    rank[nodes] = np.arange(len(nodes)) - node_bounds[level[nodes]]
+    edge_level = level[into]
+    column = np.arange(len(into)) - edge_bounds[edge_level]
+    flat = np.zeros(int(offsets[-1]), dtype=np.float32)
+    flat[offsets[edge_level] + rank[into] * k_per_level[edge_level] + column] = coef
+    return flat
+
+
+def _pack_levels(nodes, rows, weights, node_bounds, edge_bounds, *, device: torch.device) -> tuple[Level, ...]:
+    """Level records as views into three tensors (one transfer each to the device)."""
+    all_rows = torch.from_numpy(rows).to(device)
+    all_weights = torch.from_numpy(weights).to(device)
+    all_nodes = torch.from_numpy(nodes).to(device)
+    node_list, nb, eb = nodes.tolist(), node_bounds.tolist(), edge_bounds.tolist()
+    out, offset = [], 0
+    for lv in range(len(nb) - 1):
+        n, k = nb[lv + 1] - nb[lv], eb[lv + 1] - eb[lv]
+        first, last = node_list[nb[lv]], node_list[nb[lv + 1] - 1]
+        index: Index = slice(first, last + 1) if last - first + 1 == n else all_nodes[nb[lv] : nb[lv + 1]]
+        out.append(Level(nodes=index, sources=all_rows[eb[lv] : eb[lv + 1]],
+                         weights=all_weights[offset : offset + n * k].view(n, k)))
+        offset += n * k
     return tuple(out)
-
-
-def _level(nodes: list[int], rows: np.ndarray, into: np.ndarray, coef: np.ndarray, *,
-           device: torch.device) -> Level:
-    nodes_arr = np.asarray(nodes, dtype=np.int64)
-    local = np.searchsorted(np.sort(nodes_arr), into)
-    sorted_nodes = np.sort(nodes_arr)
-    sources, column = np.unique(rows, return_inverse=True)
-    weights = np.zeros((len(nodes), len(sources)), dtype=np.float32)
-    np.add.at(weights, (local, column), coef)
-    if len(nodes) == 1 or (sorted_nodes[-1] - sorted_nodes[0] + 1 == len(nodes)):
-        index: Index = slice(int(sorted_nodes[0]), int(sorted_nodes[-1]) + 1)
-    else:
-        index = torch.from_numpy(sorted_nodes).to(device)
-    return Level(nodes=index, sources=torch.from_numpy(sources).to(device),
-                 weights=torch.from_numpy(weights).to(device))
 
 
 def build_schedule(edges: torch.Tensor, *, n_nodes: int, ve: bool, device: torch.device | str = "cpu") -> Schedule:
@@ -139,14 +154,31 @@ class GatedGNN(nn.Module):
             return self.mlp(h)
         return torch.cat([self.mlp(h), self.mlp_ve(h)], dim=1)
 
+    def _fused_message_weights(self) -> tuple[torch.Tensor, ...]:
+        """Both message MLPs as one: first layers stacked, second layers block-diagonal."""
+        first = [self.mlp.fc[0]] + ([self.mlp_ve.fc[0]] if self.ve else [])
+        second = [self.mlp.fc[2]] + ([self.mlp_ve.fc[2]] if self.ve else [])
+        w1 = torch.cat([m.weight for m in first])
+        b1 = torch.cat([m.bias for m in first])
+        w2 = torch.block_diag(*[m.weight for m in second])
+        b2 = torch.cat([m.bias for m in second])
+        return w1, b1, w2, b2
+
     def forward(self, x: torch.Tensor, schedule: Schedule) -> torch.Tensor:
+        """Node features after the forward and backward sweeps (no autograd: inference only)."""
+        w1, b1, w2, b2 = self._fused_message_weights()
+        gru = (self.gru.weight_ih, self.gru.weight_hh, self.gru.bias_ih, self.gru.bias_hh)
+
+        def messages(h: torch.Tensor) -> torch.Tensor:
+            return F.relu(F.linear(F.relu(F.linear(h, w1, b1)), w2, b2))
+
         h = x.clone()
         for sweep in schedule.sweeps:
-            table = self.messages(h)
+            table = messages(h)
             flat = table.view(-1, self.hid)
             for level in sweep:
                 msg = level.weights @ flat.index_select(0, level.sources)
-                new = self.gru(msg, h[level.nodes])
+                new = torch.gru_cell(msg, h[level.nodes], *gru)
                 h[level.nodes] = new
-                table[level.nodes] = self.messages(new)
+                table[level.nodes] = messages(new)
         return h

@@ -32,7 +32,10 @@ def spatial_vocabulary(max_kernel: int) -> np.ndarray:
 def _nearest_lookup(vocab: np.ndarray) -> np.ndarray:
     """``table[size]`` = index of ``size`` in ``vocab`` or of its nearest entry (smaller on ties)."""
     sizes = np.arange(int(vocab[-1]) + 1)
-    table = np.abs(sizes[:, None] - vocab[None, :]).argmin(axis=1)  # argmin keeps the first = smaller
+    above = np.minimum(np.searchsorted(vocab, sizes), len(vocab) - 1)  # first entry >= size
+    below = np.maximum(above - 1, 0)
+    table = np.where(sizes - vocab[below] <= np.abs(vocab[above] - sizes), below, above)
+    table[vocab] = np.arange(len(vocab))
     table[0] = len(vocab) - 1
     return table
 
