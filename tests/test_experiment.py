@@ -241,6 +241,14 @@ def test_resume_skips_finished_runs(tmp_path):
     assert len(executor.calls) == 2 * 3
 
 
+def test_preflight_sees_only_the_runs_still_to_do(tmp_path):
+    exp = experiment()
+    run_experiment(exp, plan_runs(exp)[:4], out_dir=tmp_path, executor=FakeExecutor())
+    seen = []
+    run_experiment(exp, plan_runs(exp), out_dir=tmp_path, executor=FakeExecutor(), preflight=seen.extend)
+    assert [r.run_id for r in seen] == [r.run_id for r in plan_runs(exp)[4:]]
+
+
 def test_shards_in_separate_directories_merge_to_the_single_run_report(tmp_path):
     exp = experiment(archs=("resnet18", "resnet50"))
     run_all(exp, tmp_path / "all")

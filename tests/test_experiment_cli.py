@@ -18,6 +18,7 @@ def fake_finetune(monkeypatch):
     """Every run the CLI starts goes to a FakeExecutor (returned, to count calls)."""
     fake = FakeExecutor()
     monkeypatch.setattr(FinetuneExecutor, "__call__", lambda self, run, paths: fake(run, paths))
+    monkeypatch.setattr(FinetuneExecutor, "preflight", lambda self, runs: None)
     return fake
 
 
@@ -89,3 +90,13 @@ def test_errors_are_one_line(cli, tmp_path, args, message):
 def test_report_of_a_folder_without_runs_fails_cleanly(cli, tmp_path):
     result = cli("experiment", "report", tmp_path)
     assert result.exit_code == 1 and "not an experiment directory" in result.stderr
+
+
+def test_setup_problems_stop_before_any_run(cli, tmp_path):
+    result = cli("experiment", "run", "-o", tmp_path / "e", "--data", f"imagefolder:{tmp_path / 'nowhere'}",
+                 "-a", "timm:test_resnet", "--init", "default", "--seeds", "1")
+    assert result.exit_code == 1 and result.stderr.splitlines()[-1].startswith("ghnorth: error: image folder")
+    assert not list((tmp_path / "e" / "runs").glob("*/metrics.json"))
+    result = cli("experiment", "run", "-o", tmp_path / "e", "--data", "fashion-mnist", "-a", "timm:test_resnet",
+                 "--init", "ghn-orth:ghn2-cifar10", "--seeds", "1")
+    assert result.exit_code == 1 and "--orth-from" in result.stderr

@@ -193,7 +193,8 @@ def run_command(
         return _dry_run(runs, as_json=as_json)
     executor = FinetuneExecutor(output, orth, data_dir=data_dir, device=device, save_models=save_models,
                                 save_every=save_every)
-    run_experiment(experiment, runs, out_dir=output, executor=executor, retry_failed=retry_failed)
+    run_experiment(experiment, runs, out_dir=output, executor=executor, preflight=executor.preflight,
+                   retry_failed=retry_failed)
     _print_report([output], out_dir=output, at=at, plot=plot, as_json=as_json)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,8 @@ from ghnorth_cli.experiment.initspec import OrthSettings
 from ghnorth_cli.experiment.materialize import GhnPredictor, LoadedGhnPredictor, materialize_init
 from ghnorth_cli.experiment.plan import Run
 from ghnorth_cli.experiment.runner import INITS_DIR, RunPaths
+
+log = logging.getLogger(__name__)
 
 DEFAULT_IMG_SIZE = 32  # fine-tuning's own default when neither the grid nor the options set it
 
@@ -26,6 +30,28 @@ class FinetuneExecutor:
     save_every: int = 0
     options: dict[str, Any] | None = None  # other FinetuneConfig fields, e.g. {"amp": False}
     predictor: GhnPredictor = field(default_factory=LoadedGhnPredictor)
+
+    def preflight(self, runs: Sequence[Run]) -> None:
+        """Fail now, once, on what would make every run fail: data, architectures, GHNs, checkpoints.
+
+        After it passes, an error inside a run (e.g. a diverging loss) fails only that run.
+        """
+        from ghnorth_cli.finetune.data import load_dataset
+        from ghnorth_cli.models import resolve_spec
+
+        if not runs:
+            return
+        specs = {arch: resolve_spec(arch) for arch in dict.fromkeys(r.arch for r in runs)}
+        for run in runs:
+            if run.init.kind == "ghn-orth":
+                self.orth.for_arch(specs[run.arch].name)
+        check = getattr(self.predictor, "check", None)
+        for source in dict.fromkeys(r.init.source for r in runs if r.init.needs_materializing):
+            if check is not None:
+                check(source)
+        data = runs[0].data
+        dataset = load_dataset(data.data, data_dir=self.data_dir, img_size=8)
+        log.info("data %s: %d training images, %d classes", dataset.name, len(dataset.train), dataset.num_classes)
 
     def init_for(self, run: Run) -> str:
         """What ``--init`` fine-tuning gets: a built-in name or a checkpoint file."""

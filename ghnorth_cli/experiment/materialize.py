@@ -32,11 +32,17 @@ class LoadedGhnPredictor:
         self.device = device
         self._ghns: dict[str, Any] = {}
 
-    def __call__(self, model, *, ghn: str, img_size: int) -> dict[str, Any]:
-        from ghnorth_cli.ghn.predict import as_ghn, predict
+    def check(self, ghn: str) -> None:
+        """Load (downloading if needed) the GHN now, so a missing one stops the experiment early."""
+        from ghnorth_cli.ghn.predict import as_ghn
 
         if ghn not in self._ghns:
             self._ghns[ghn] = as_ghn(ghn, device=self.device)
+
+    def __call__(self, model, *, ghn: str, img_size: int) -> dict[str, Any]:
+        from ghnorth_cli.ghn.predict import predict
+
+        self.check(ghn)
         prediction = predict(model, self._ghns[ghn], img_size=img_size, inplace=True)
         return {"predicted": len(prediction.params), "kept": prediction.kept,
                 "classifier_predicted": prediction.classifier_predicted}

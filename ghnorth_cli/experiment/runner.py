@@ -130,25 +130,34 @@ def run_experiment(
     *,
     out_dir: str | Path,
     executor: Executor,
+    preflight: Callable[[Sequence[Run]], None] | None = None,
     retry_failed: bool = False,
     on_run: Callable[[RunOutcome], None] | None = None,
 ) -> list[RunOutcome]:
-    """Execute ``runs`` (a plan or a shard of it) under ``out_dir``, skipping finished ones."""
+    """Execute ``runs`` (a plan or a shard of it) under ``out_dir``, skipping finished ones.
+
+    ``preflight(pending_runs)`` is called once before any run: the place to stop on problems that
+    would fail every run (missing data or GHN), since an error inside a run only fails that run.
+    """
     out = Path(out_dir)
     (out / RUNS_DIR).mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "experiment.json", experiment.to_dict())
+    finished = {run.run_id: finished_metrics(run_paths(out, run), run) for run in runs}
+    pending = [r for r in runs if finished[r.run_id] is None or (retry_failed and "failed" in finished[r.run_id])]
+    log.info("%d runs: %d finished before, %d to run", len(runs), len(runs) - len(pending), len(pending))
+    if preflight is not None:
+        preflight(pending)
+    numbers = {run.run_id: i for i, run in enumerate(pending, start=1)}
     outcomes = []
-    for number, run in enumerate(runs, start=1):
-        paths = run_paths(out, run)
-        done = finished_metrics(paths, run)
-        if done is not None and not (retry_failed and "failed" in done):
-            outcome = RunOutcome(run, "skipped", done)
-            log.debug("run %d/%d %s: finished before, skipped", number, len(runs), run.run_id)
-        else:
-            log.info("run %d/%d %s ...", number, len(runs), run.run_id)
-            outcome = execute_run(run, paths, executor)
-            log.info("run %d/%d %s: %s (%.0f s)", number, len(runs), run.run_id, _describe(outcome.metrics),
+    for run in runs:
+        if run.run_id in numbers:
+            number = numbers[run.run_id]
+            log.info("run %d/%d %s ...", number, len(pending), run.run_id)
+            outcome = execute_run(run, run_paths(out, run), executor)
+            log.info("run %d/%d %s: %s (%.0f s)", number, len(pending), run.run_id, _describe(outcome.metrics),
                      outcome.metrics["run_seconds"])
+        else:
+            outcome = RunOutcome(run, "skipped", finished[run.run_id])
         outcomes.append(outcome)
         if on_run is not None:
             on_run(outcome)
