@@ -161,34 +161,53 @@ def nearest_neighbours(named: EmbeddingSet, reference: EmbeddingSet, *, k: int =
     return reports
 
 
-def read_metric_csv(path: str | Path, *, column: str | None = None) -> tuple[str, dict[str, float]]:
-    """``(column, {model name: value})`` from a CSV with a name/arch/model/label column.
-
-    ``column`` defaults to the first other column holding numbers; rows without a number are skipped.
-    """
+def _metric_rows(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a CSV file, or of a JSON file: a list of objects, or ``ghnorth ghn eval --json`` output."""
     try:
         with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
+            if Path(path).suffix.lower() != ".json":
+                return list(csv.DictReader(f))
+            data = json.load(f)
     except OSError as exc:
         raise GhnorthError(f"cannot read {path}: {exc.strerror or exc}") from None
-    header = list(rows[0]) if rows else []
+    except ValueError as exc:
+        raise GhnorthError(f"{path} is not JSON: {exc}") from None
+    if isinstance(data, Mapping):
+        data = [*data.get("heldout", []), *data.get("named", [])]
+    if not isinstance(data, list) or not all(isinstance(r, Mapping) for r in data):
+        raise GhnorthError(f"{path}: expected a list of objects or `ghnorth ghn eval --json` output")
+    return [dict(r) for r in data]
+
+
+def read_metric_csv(path: str | Path, *, column: str | None = None) -> tuple[str, dict[str, float]]:
+    """``(column, {model name: value})`` from a CSV (or JSON, see :func:`_metric_rows`) whose rows name
+    models in a name/arch/model/label column.
+
+    ``column`` defaults to ``accuracy`` when present, else the first other column holding numbers;
+    rows without a number are skipped.
+    """
+    rows = _metric_rows(path)
+    header = list(dict.fromkeys(k for row in rows for k in row))
     key = next((c for c in KEY_COLUMNS if c in header), None)
     if key is None:
         raise GhnorthError(f"{path} needs a column naming the models: one of {', '.join(KEY_COLUMNS)}")
     if column is None:
-        column = next((c for c in header if c != key and _number(rows[0].get(c)) is not None), None)
-        if column is None:
+        numeric = [c for c in header if c != key and _number(rows[0].get(c)) is not None]
+        if not numeric:
             raise GhnorthError(f"{path} has no numeric column to colour by")
+        column = "accuracy" if "accuracy" in numeric else numeric[0]
     elif column not in header:
         raise GhnorthError(f"{path} has no column {column!r} (columns: {', '.join(header)})")
-    values = {row[key]: _number(row.get(column)) for row in rows}
+    values = {str(row.get(key)): _number(row.get(column)) for row in rows}
     return column, {name: v for name, v in values.items() if v is not None}
 
 
-def _number(text: str | None) -> float | None:
+def _number(text: Any) -> float | None:
+    if isinstance(text, bool):
+        return None
     try:
         value = float(text) if text not in (None, "") else None
-    except ValueError:
+    except (TypeError, ValueError):
         return None
     return value if value is None or math.isfinite(value) else None
 

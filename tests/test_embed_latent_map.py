@@ -113,3 +113,15 @@ def test_without_reference_models_are_compared_with_each_other(cli, tmp_path):
     assert result.exit_code == 0, result.stderr
     nearest = {m["name"]: (m["neighbours"][0]["name"], m["distance"]) for m in json.loads(result.stdout)["models"]}
     assert nearest == {"a": ("c", 1.0), "b": ("c", pytest.approx(18 ** 0.5)), "c": ("a", 1.0)}
+
+
+def test_metrics_from_ghn_eval_json(tmp_path):
+    report = {"ghn": "g", "heldout": [{"name": "resnet-1", "family": "resnet", "params": 10, "accuracy": 0.5}],
+              "named": [{"name": "timm:resnet18", "family": "named", "params": 99, "accuracy": 0.25}]}
+    path = tmp_path / "eval.json"
+    path.write_text(json.dumps(report))
+    assert read_metric_csv(path) == ("accuracy", {"resnet-1": 0.5, "timm:resnet18": 0.25})
+    assert read_metric_csv(path, column="params")[1] == {"resnet-1": 10.0, "timm:resnet18": 99.0}
+    path.write_text("[1, 2]")
+    with pytest.raises(GhnorthError, match="list of objects"):
+        read_metric_csv(path)

@@ -27,11 +27,13 @@ ReferenceOption = Annotated[
                                        "the other models of --embeddings.")
 ]
 MetricCsvOption = Annotated[
-    Optional[Path], typer.Option("--metric-csv", metavar="FILE", help="With --embeddings: colour the map by a "
-                                 "column of this CSV (rows keyed by a name/arch/model/label column).")
+    Optional[Path], typer.Option("--metric-csv", "--metrics", metavar="FILE", help="With --embeddings: colour "
+                                 "the map by a column of this CSV (rows keyed by a name/arch/model/label "
+                                 "column), or of a .json list or `ghnorth ghn eval --json` output.")
 ]
 MetricOption = Annotated[
-    Optional[str], typer.Option("--metric", help="Column of --metric-csv (default: its first numeric one).")
+    Optional[str], typer.Option("--metric", help="Column of --metric-csv (default: accuracy if present, else "
+                                "the first numeric one).")
 ]
 NeighboursOption = Annotated[
     int, typer.Option("--neighbours", "-k", min=1, help="With --embeddings: nearest neighbours listed per model.")
