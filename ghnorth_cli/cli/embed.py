@@ -149,6 +149,9 @@ def embed_command(
         embeddings.append(_embed_arch(ghn, arch, num_classes=num_classes, img_size=img_size))
         _logger.info("%s: %d nodes", arch, embeddings[-1].n_nodes)
     for path, graph in saved:
+        if ghn.config.ve and len(graph.edges) and int(graph.edges[:, 2].max()) == 1 and graph.n_nodes > 2:
+            _logger.warning("warning: %s has no virtual edges but this GHN uses them; its embedding differs from "
+                            "what the GHN sees (write the graph with the default --ve-cutoff)", path)
         embeddings.append(embed_graph(ghn, graph, name=Path(path).stem, info={"graph": path}))
         _logger.info("%s: %d nodes", path, embeddings[-1].n_nodes)
     if space:
