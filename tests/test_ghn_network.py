@@ -114,19 +114,23 @@ def _graph(nodes: list[ParamNode], n_nodes: int, edges: list[tuple[int, int, int
 
 
 def test_plan_pairs_norm_weight_and_bias_and_skips_unknown() -> None:
-    shapes = {"conv.weight": (8, 3, 3, 3), "bn.weight": (8,), "bn.bias": (8,), "fc.weight": (10, 8),
-              "fc.bias": (10,), "scale": (8, 1, 1)}
-    nodes = [ParamNode(1, "conv.weight", "conv", (8, 3, 3, 3)), ParamNode(2, "bn.weight", "bn", (8,)),
+    shapes = {"pos": (1, 5, 8), "conv.weight": (8, 3, 3, 3), "bn.weight": (8,), "bn.bias": (8,),
+              "fc.weight": (10, 8), "fc.bias": (10,), "scale": (8, 1, 1)}
+    nodes = [ParamNode(0, "pos", "pos_enc", (1, 5, 8)),
+             ParamNode(1, "conv.weight", "conv", (8, 3, 3, 3)), ParamNode(2, "bn.weight", "bn", (8,)),
              ParamNode(3, "max_pool", "max_pool", (1, 1, 3, 3)),
              ParamNode(4, "fc.weight", "conv", (10, 8), last_weight=True),
              ParamNode(5, "fc.bias", "bias", (10,), last_bias=True)]
     graph = _graph(nodes, 6, [(0, 1, 1), (1, 2, 1), (2, 3, 1), (3, 4, 1), (4, 5, 1)])
+    graph.node_types[0] = "pos_enc"
     plan = plan_prediction(graph, shapes, max_shape=MAX)
     by_name = {t.name: t for t in plan.targets}
-    assert set(by_name) == {"conv.weight", "bn.weight", "bn.bias", "fc.weight", "fc.bias"}  # not "scale"
+    # "scale" has no node; "pos" has one but a position embedding would come out constant
+    assert set(by_name) == {"conv.weight", "bn.weight", "bn.bias", "fc.weight", "fc.bias"}
+    assert plan.node_shapes[0] == (1, 5, 8)
     assert by_name["bn.bias"].node == by_name["bn.weight"].node == 2
     assert (by_name["bn.weight"].row, by_name["bn.bias"].row) == (0, 1)
-    assert plan.node_shapes[3] == (1, 1, 3, 3) and plan.node_shapes[0] is None
+    assert plan.node_shapes[3] == (1, 1, 3, 3) and plan.node_shapes[5] == (10,)
     assert classifier_params(graph, shapes) == ["fc.weight", "fc.bias"]
 
 

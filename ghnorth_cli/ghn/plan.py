@@ -83,6 +83,15 @@ def group_key(shape: Shape, *, max_shape: tuple[int, int, int, int], last_weight
     raise ValueError(f"cannot predict a {len(shape)}-D tensor of shape {shape}")
 
 
+def predictable(shape: Shape) -> bool:
+    """Whether the GHN-2 can fit a tensor of this shape: 1-, 2- and 4-D, and 3-D ``(C, 1, 1)``.
+
+    Other 3-D tensors (position embeddings, class tokens) would come out constant along their
+    token axes (the reference fails on them); they keep the model's own init.
+    """
+    return len(shape) in (1, 2, 4) or (len(shape) == 3 and shape[1:] == (1, 1))
+
+
 def _module(name: str) -> str:
     return name.rpartition(".")[0]
 
@@ -114,8 +123,8 @@ def plan_prediction(graph: ModelGraph, shapes: Mapping[str, Shape], *,
     matched: set[str] = set()
     for node in graph.param_nodes:
         name = _resolve(node.param, shapes)
-        if name is None or name in matched or not 0 < len(shapes[name]) <= 4:
-            # e.g. a pooling kernel; shapes the encoder cannot read count as no shape
+        if name is None or name in matched or not predictable(tuple(shapes[name])):
+            # e.g. a pooling kernel or a position embedding: its shape still informs the graph
             plan.node_shapes[node.index] = tuple(node.shape) if 0 < len(node.shape) <= 4 else None
             continue
         matched.add(name)
