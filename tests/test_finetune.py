@@ -152,3 +152,22 @@ def test_recipes_and_overrides() -> None:
     assert (convnext["opt"], convnext["lr"], convnext["wd"], convnext["batch_size"]) == ("adamw", 1e-3, 0.1, 48)
     with pytest.raises(GhnorthError, match="unknown recipe"):
         apply_recipe("nope", {})
+
+
+def test_schedule_warms_up_linearly_then_follows_a_cosine_to_zero() -> None:
+    from ghnorth_cli.finetune.data import Split
+    from ghnorth_cli.finetune.trainer import Trainer
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 2))
+    train = Split(torch.zeros(20, 3, 4, 4, dtype=torch.uint8), torch.zeros(20, dtype=torch.long))
+    config = FinetuneConfig(data="x", epochs=3, warmup_epochs=1, batch_size=5, lr=0.1)
+    trainer = Trainer(model, config=config, train=train, mean=(0,) * 3, std=(1,) * 3, img_size=4,
+                      device=torch.device("cpu"))
+    lrs = [trainer.lr()]
+    for step in range(1, 13):
+        trainer.scheduler.step_update(num_updates=step)
+        lrs.append(trainer.lr())
+    assert lrs[0] == pytest.approx(0.001) and lrs[4] == pytest.approx(0.1)  # 4 steps per epoch
+    assert all(a < b for a, b in zip(lrs[:4], lrs[1:5])) and all(a > b for a, b in zip(lrs[4:], lrs[5:]))
+    assert lrs[8] == pytest.approx(0.05) and lrs[12] == pytest.approx(0.0)
+    assert type(trainer.optimizer).__name__ == "SGD" and trainer.optimizer.defaults["nesterov"] is False

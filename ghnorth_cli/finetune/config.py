@@ -62,6 +62,8 @@ class FinetuneConfig:
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise GhnorthError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise GhnorthError(f"--warmup-epochs must be below --epochs ({self.epochs}), got {self.warmup_epochs}")
         if self.save_model == "best" and not self.val_size:
             raise GhnorthError("--save-model best needs a validation set (--val-size)")
 

@@ -69,9 +69,10 @@ class Trainer:
             momentum=config.momentum, filter_bias_and_bn=False,
         )
         self.scheduler, _ = create_scheduler_v2(
-            self.optimizer, sched="cosine", num_epochs=config.epochs, warmup_epochs=config.warmup_epochs,
-            warmup_lr=config.lr * 0.01, min_lr=0.0, step_on_epochs=False, updates_per_epoch=self.steps_per_epoch,
-        )
+            self.optimizer, sched="cosine", num_epochs=config.epochs - config.warmup_epochs,
+            warmup_epochs=config.warmup_epochs, warmup_prefix=True, warmup_lr=config.lr * 0.01, min_lr=0.0,
+            step_on_epochs=False, updates_per_epoch=self.steps_per_epoch,
+        )  # linear warm-up, then a cosine from lr to 0 over the remaining epochs
         self.shuffle_gen = torch.Generator().manual_seed(config.seed)
         self.augment_gen = torch.Generator(device=device).manual_seed(config.seed)
         self.step = 0
