@@ -311,6 +311,12 @@ def serialize_safetensors(tensors: Mapping[str, torch.Tensor], *, metadata: Mapp
     return b"".join([struct.pack("<Q", len(encoded)), encoded, *chunks])
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     """Write bytes to ``path`` via a temporary file in the same folder; ``"-"`` is stdout."""
     if str(path) == STDIO:
@@ -329,6 +335,7 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
             tmp.write(data)
             tmp.flush()
             os.fsync(tmp.fileno())
+        os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual mode
         os.replace(tmp_name, target)
         tmp_name = None
     except OSError as exc:

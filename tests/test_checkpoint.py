@@ -140,3 +140,12 @@ def test_source_date_epoch_makes_files_byte_identical(tmp_path, small, monkeypat
     assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
     meta = read_checkpoint(tmp_path / "a.safetensors").metadata
     assert json.loads(meta["ghnorth.history"])[0]["time"] == "1970-01-01T00:00:00Z"
+
+
+def test_written_files_get_the_usual_permissions(tmp_path, small):
+    old = os.umask(0o022)
+    try:
+        _write(tmp_path / "a.safetensors", small)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.safetensors").stat().st_mode) == 0o644
