@@ -143,14 +143,17 @@ def _change_layer(
 
 
 def _describe(index: int, name: str, old: Tensor, new: Tensor, **fields) -> LayerChange:
-    diff = (new.double() - old.double())
-    norm = old.double().norm().item()
+    if new is old:
+        return LayerChange(index=index, name=name, shape=tuple(old.shape), max_abs_change=0.0, rel_change=0.0,
+                           **fields)
+    diff = new.float() - old.float()
+    norm = torch.linalg.vector_norm(old, dtype=torch.float64).item()
     return LayerChange(
         index=index,
         name=name,
         shape=tuple(old.shape),
         max_abs_change=diff.abs().max().item() if diff.numel() else 0.0,
-        rel_change=diff.norm().item() / norm if norm > 0 else 0.0,
+        rel_change=torch.linalg.vector_norm(diff, dtype=torch.float64).item() / norm if norm > 0 else 0.0,
         **fields,
     )
 
