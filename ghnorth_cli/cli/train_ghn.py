@@ -79,7 +79,7 @@ def train_ghn_command(
                          panel=_TRAIN)] = 5.0,
     seed: Annotated[int, _opt("--seed", help="Seed of the GHN's init, the architectures, batches and "
                     "augmentation.", panel=_TRAIN)] = 0,
-    img_size: Annotated[int, _opt("--img-size", min=8, help="Input size the GHN trains at.", panel=_GHN)] = 32,
+    img_size: Annotated[int, _opt("--img-size", min=32, help="Input size the GHN trains at.", panel=_GHN)] = 32,
     hid: Annotated[int, _opt("--hid", min=4, help="GHN hidden size.", panel=_GHN)] = 32,
     max_shape: Annotated[str, _opt("--max-shape", help="Largest tensor the GHN decodes before tiling "
                          "(out,in,h,w).", panel=_GHN)] = "64,64,7,7",

@@ -59,7 +59,7 @@ class GHNTrainConfig:
             (self.grad_clip >= 0, "--grad-clip must be 0 (off) or positive"),
             (self.save_every >= 1, "--save-every must be at least 1"),
             (self.heldout >= 0, "--heldout must be 0 or more"),
-            (self.img_size >= 8, "--img-size must be at least 8"),
+            (self.img_size >= 32, "--img-size must be at least 32 (the spaces' networks downsample 16-32x)"),
         ]
         for ok, message in checks:
             if not ok:
