@@ -131,8 +131,9 @@ def _train_epochs(config: FinetuneConfig, trainer: Trainer, splits: FinetuneSpli
         try:
             train = trainer.train_epoch(epoch, on_step=on_step)
         except NonFiniteLossError as exc:
-            kept = (f"the state saved after epoch {progress.epoch} is kept in {state_path}"
-                    if config.save_every and progress.epoch >= config.save_every else "no output was written")
+            saved = progress.epoch - progress.epoch % config.save_every if config.save_every else 0
+            kept = (f"the last good state (epoch {saved}) is kept in {state_path}" if saved
+                    else "no output was written")
             raise GhnorthError(f"{exc}; {kept}") from None
         val = trainer.evaluate(splits.val) if splits.val is not None else None
         record = _epoch_record(epoch, trainer, train, val)
