@@ -76,6 +76,32 @@ def test_nan_loss_stops_and_names_the_epoch_and_step(fashion_dir: Path, tmp_path
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
+def test_nan_loss_keeps_the_last_saved_state(fashion_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    from ghnorth_cli.finetune.state import load_state
+
+    state = tmp_path / "run.state.pt"
+    config = tiny(fashion_dir, epochs=3, save_every=1, state=str(state))
+    holder = {}
+
+    def poison_after_epoch_1(record: dict) -> None:  # runs after the state of epoch 1 is saved
+        if record["epoch"] == 1:
+            with torch.no_grad():
+                next(holder["model"].parameters()).fill_(float("nan"))
+
+    import ghnorth_cli.finetune.run as run
+
+    class KeepModel(run.Trainer):
+        def __init__(self, model, **kwargs):
+            super().__init__(model, **kwargs)
+            holder["model"] = self.model
+
+    monkeypatch.setattr(run, "Trainer", KeepModel)
+    with pytest.raises(GhnorthError, match=r"at epoch 2, step 1; .*; the last good state \(epoch 1\) is kept in"):
+        finetune(config, on_epoch=poison_after_epoch_1)
+    saved = load_state(state)
+    assert saved["epoch"] == 1 and all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+
+
 def test_checkpoint_init_replaces_only_the_classifier(fashion_dir: Path, tmp_path: Path) -> None:
     from ghnorth_cli.checkpoint import model_tensors, read_checkpoint, write_checkpoint
     from ghnorth_cli.models import create_model, resolve_spec

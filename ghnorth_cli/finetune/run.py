@@ -145,10 +145,10 @@ def _train_epochs(config: FinetuneConfig, trainer: Trainer, splits: FinetuneSpli
             progress.best = {"epoch": epoch, "val_acc": val["acc"], "val_loss": val["loss"]}
             progress.best_model = {k: v.detach().to("cpu", copy=True) for k, v in trainer.model.state_dict().items()}
         _append_log(config.log, record)
-        if on_epoch is not None:
-            on_epoch(record)
         if config.save_every and (epoch % config.save_every == 0 or epoch == config.epochs):
             _save_progress(state_path, trainer, progress, config)
+        if on_epoch is not None:
+            on_epoch(record)
 
 
 def _final_metrics(trainer: Trainer, splits: FinetuneSplits, progress: _Progress) -> dict[str, Any]:
