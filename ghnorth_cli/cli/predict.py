@@ -118,7 +118,7 @@ def predict_command(
     Parameters the GHN-2 cannot predict keep the model's own (seeded) init and are listed on
     stderr and in the checkpoint's metadata. --json prints the coverage report as JSON.
     """
-    from ghnorth_cli.checkpoint import model_tensors, provenance, write_checkpoint
+    from ghnorth_cli.checkpoint import provenance, write_checkpoint
     from ghnorth_cli.errors import GhnorthError
     from ghnorth_cli.ghn.predict import CLASSIFIER_MODES, predict
     from ghnorth_cli.ghn.registry import DEFAULT_GHN, load_pretrained
@@ -140,7 +140,7 @@ def predict_command(
         _logger.info("classifier %s kept at its init (GHN: %d classes, model: %s)", ", ".join(result.classifier),
                      network.config.num_classes, result.model_classes)
 
-    tensors, order = model_tensors(model)
+    tensors, order = _state_tensors(model)
     ghn_meta = {"name": network.info.name, "sha256": network.info.sha256, "config": network.config.to_dict()}
     classifier_meta = {"mode": classifier, "params": result.classifier, "predicted": result.classifier_predicted,
                        "ghn_classes": network.config.num_classes, "model_classes": result.model_classes}
@@ -157,6 +157,24 @@ def predict_command(
     if report or as_json:
         _print_report(coverage(model, result), ghn=network.info.name, arch=spec.arch,
                       as_json=as_json, to_stderr=output == "-")
+
+
+def _state_tensors(model) -> tuple[dict[str, Any], list[str]]:
+    """The model's state_dict for writing, copying only tensors that share memory with another.
+
+    (``checkpoint.model_tensors`` copies everything; for a large model that is a second copy of
+    its weights in memory, which this command does not need.)
+    """
+    state = model.state_dict()
+    seen: set[int] = set()
+    tensors = {}
+    for name, value in state.items():
+        value = value.detach()
+        key = value.untyped_storage().data_ptr()
+        shared = key in seen or not value.is_contiguous() or value.device.type != "cpu"
+        seen.add(key)
+        tensors[name] = value.to("cpu", copy=True).contiguous() if shared else value
+    return tensors, list(state)
 
 
 def _warn_resolution(network, img_size: int) -> None:

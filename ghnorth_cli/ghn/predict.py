@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -65,16 +66,38 @@ def _decide_classifier(mode: str, *, ghn_classes: int, model_classes: int | None
     return mode == "predict"
 
 
+@contextmanager
+def intra_op_threads(n: int | None) -> Iterator[None]:
+    """Use ``n`` intra-op threads inside the block, then restore torch's setting (None: no change)."""
+    before = torch.get_num_threads()
+    if n is None or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def predict(model: nn.Module, ghn: GHN2 | str | Path | None = None, *, img_size: int = 224,
             classifier: ClassifierMode = "auto", graph: ModelGraph | None = None, inplace: bool = False,
-            device: torch.device | str | None = None) -> Prediction:
+            device: torch.device | str | None = None, threads: int | None = 1) -> Prediction:
     """Predict ``model``'s parameters with a GHN-2 (an instance, registry name, path or URL).
 
     ``graph`` defaults to the model's captured graph at ``img_size``. With ``inplace`` the
     predictions are written straight into the model's parameters (no extra copy) and
-    ``params`` holds those parameters; otherwise the model is left unchanged.
+    ``params`` holds those parameters; otherwise the model is left unchanged. ``threads``:
+    intra-op CPU threads while predicting (default 1: the work is a long chain of small ops
+    and memory copies, which extra threads slow down on a busy machine; None keeps torch's).
     """
-    ghn = as_ghn(ghn, device=device)
+    with intra_op_threads(threads):
+        return _predict(model, as_ghn(ghn, device=device), img_size=img_size, classifier=classifier,
+                        graph=graph, inplace=inplace)
+
+
+def _predict(model: nn.Module, ghn: GHN2, *, img_size: int, classifier: str, graph: ModelGraph | None,
+             inplace: bool) -> Prediction:
     params = dict(model.named_parameters())
     shapes = {name: tuple(p.shape) for name, p in params.items()}
     start = time.perf_counter()
