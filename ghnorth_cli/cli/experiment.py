@@ -156,7 +156,8 @@ def run_command(
     data: Annotated[Optional[str], typer.Option("--data", help="Dataset as in finetune: cifar10, cifar100, "
                     "fashion-mnist, imagefolder:PATH.")] = None,
     data_dir: Annotated[Optional[str], typer.Option("--data-dir", help="Where the dataset is.")] = None,
-    labels_per_class: Annotated[Optional[int], typer.Option("--labels-per-class", min=1)] = None,
+    labels_per_class: Annotated[Optional[int], typer.Option("--labels-per-class", min=1, help="Few-shot "
+                                "training set: this many labelled images per class (default: all).")] = None,
     val_size: Annotated[float, typer.Option("--val-size", help="Validation images held out of the training "
                         "set: a count or a fraction (the paper: 10%).")] = 0.1,
     data_seed: Annotated[int, typer.Option("--data-seed", help="Seed of the few-shot and validation split.")] = 0,
@@ -165,7 +166,8 @@ def run_command(
     beta: Annotated[Optional[float], typer.Option("--beta", help="GHN-orth noise scale.")] = None,
     orth_from: Annotated[ListOption, typer.Option("--orth-from", metavar="[ARCH=]L",
                          help="GHN-orth: re-initialize layers L.. (per arch with ARCH=L).")] = None,
-    noise_layers: Annotated[Optional[str], typer.Option("--noise-layers", metavar="all|from-orth")] = None,
+    noise_layers: Annotated[Optional[str], typer.Option("--noise-layers", metavar="all|from-orth",
+                            help="GHN-orth: layers that get noise (as in postprocess).")] = None,
     shard: Annotated[str, typer.Option("--shard", metavar="I/N", help="Run every N-th run from the I-th.")] = "1/1",
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     save_models: Annotated[bool, typer.Option("--save-models", help="Keep each run's fine-tuned checkpoint.")] = False,
