@@ -231,3 +231,18 @@ def test_predict_on_cuda_matches_cpu(ghn) -> None:
     gpu = predict_parameters(model, tiny_ghn().to("cuda"), img_size=IMG)
     for name, tensor in cpu.items():
         torch.testing.assert_close(gpu[name].cpu(), tensor, atol=1e-5, rtol=1e-4)
+
+
+def test_prediction_threads_are_restored(ghn) -> None:
+    from ghnorth_cli.ghn.predict import intra_op_threads
+
+    before = torch.get_num_threads()
+    with intra_op_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    model = _model()
+    one = predict_parameters(model, ghn, img_size=IMG, threads=1)
+    default = predict_parameters(model, ghn, img_size=IMG, threads=None)
+    assert torch.get_num_threads() == before
+    for name, tensor in one.items():
+        torch.testing.assert_close(default[name], tensor, atol=1e-6, rtol=1e-5)
