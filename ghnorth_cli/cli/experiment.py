@@ -116,6 +116,8 @@ def _print_report(folders: list[Path], *, out_dir: Path, at: str, plot: bool, as
     from ghnorth_cli.experiment.report import build_report, json_report, markdown_report, write_report
 
     report = build_report(folders, at=at)
+    if not report.records:
+        _logger.warning("warning: no finished runs in %s yet", ", ".join(map(str, folders)))
     written = write_report(report, out_dir)
     if plot:
         from ghnorth_cli.experiment.plot import plot_bars, plot_curves

@@ -207,7 +207,9 @@ def markdown_selected(report: Report) -> str:
 
 
 def markdown_report(report: Report) -> str:
-    data = report.data or {}
+    if report.data is None:
+        return "No finished runs yet.\n"
+    data = report.data
     title = (f"Test accuracy (%) at the {report.at} epoch, mean ± std over seeds; data {data.get('data')}, "
              f"{data.get('labels_per_class') or 'all'} labels per class")
     return f"{title}\n\n{markdown_table(report)}\nSelected by mean validation accuracy:\n\n{markdown_selected(report)}"
