@@ -133,13 +133,16 @@ def _print_report(folders: list[Path], *, out_dir: Path, at: str, plot: bool, as
 
 
 def _dry_run(runs, *, as_json: bool) -> None:
+    from ghnorth_cli.finetune.config import FinetuneConfig
+
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in runs], indent=2))
-        return
-    for r in runs:
-        hp = " ".join(f"{k}={v}" for k, v in sorted(r.hparams.items()))
-        typer.echo(f"{r.run_id}\t{hp}")
-    _logger.info("%d runs", len(runs))
+    else:
+        for r in runs:
+            typer.echo(f"{r.run_id}\t" + " ".join(f"{k}={v}" for k, v in sorted(r.hparams.items())))
+    epochs = sum(int(r.hparams.get("epochs", FinetuneConfig.epochs)) for r in runs)
+    _logger.info("%d runs, %d epochs in all (%d configurations)", len(runs), epochs,
+                 len({r.config_id for r in runs}))
 
 
 @experiment_app.command("run")
