@@ -145,7 +145,9 @@ def test_orth_init_differs_from_default(fashion_dir: Path) -> None:
 
 
 def test_pretrained_weights_offline_is_one_clear_error(fashion_dir: Path, monkeypatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # fail at once, as offline
     with pytest.raises(GhnorthError, match="pretrained weights for timm:test_resnet cannot be had"):
         finetune(tiny(fashion_dir, init="pretrained"))
 
