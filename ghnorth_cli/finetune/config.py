@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -116,8 +117,6 @@ def apply_recipe(recipe: str | None, options: dict[str, Any]) -> dict[str, Any]:
 
 def check_writable(path: str | None, *, what: str) -> None:
     """Fail early when ``path``'s folder is missing or not writable ("-" is stdout)."""
-    import os
-
     if path is None or path == "-":
         return
     if Path(path).is_dir():

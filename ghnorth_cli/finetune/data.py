@@ -19,7 +19,6 @@ Sources (``--data``):
 from __future__ import annotations
 
 import gzip
-import io
 import logging
 import pickle
 import struct
