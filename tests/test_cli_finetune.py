@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune_helpers import TINY_ARCH, TINY_SIZE, make_fashion_dir
+from finetune_helpers import TINY_ARCH, TINY_SIZE, make_fashion_dir, make_image_folder
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,16 @@ def test_json_goes_to_stdout(cli, fashion_dir: Path) -> None:
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["best"] is None and 0 <= data["final"]["test_acc"] <= 100
+
+
+def test_image_folder_with_orth_init(cli, tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "imgs", test_name="test")
+    result = cli("finetune", "--data", f"imagefolder:{root}", "--arch", TINY_ARCH, "--img-size", str(TINY_SIZE),
+                 "--no-small-input", "--init", "orth", "--epochs", "1", "--batch-size", "6", "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["dataset"]["classes"] == 3 and data["dataset"]["train"] == 12 and data["dataset"]["test"] == 6
+    assert data["init"]["method"] == "orth" and "weights orthogonal" in result.stderr
 
 
 @pytest.mark.parametrize(
