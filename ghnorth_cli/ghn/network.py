@@ -19,7 +19,7 @@ from ghnorth_cli.ghn.decoder import ConvDecoder
 from ghnorth_cli.ghn.fit import crop_to_shape, normalize, tile_to_shape
 from ghnorth_cli.ghn.gnn import GatedGNN, build_schedule
 from ghnorth_cli.ghn.mlp import MLP
-from ghnorth_cli.ghn.plan import GroupKey, Kind, Plan, Shape, plan_prediction
+from ghnorth_cli.ghn.plan import GroupKey, Kind, Plan, Shape, Target, plan_prediction
 from ghnorth_cli.ghn.shape_encoder import ShapeEncoder
 from ghnorth_cli.graph.types import PRIMITIVES, ModelGraph
 
@@ -77,6 +77,15 @@ class GHN2(nn.Module):
         out = out.view(len(x), 2, -1)
         return self.bias_class(out) if key.kind is Kind.CLASSIFIER_BIAS else out
 
+    def fit(self, w: torch.Tensor, target: Target, *, out: torch.Tensor | None = None) -> torch.Tensor:
+        """A decoded tensor cropped, normalized and tiled to ``target``'s shape (into ``out`` if given)."""
+        w = crop_to_shape(w, target.shape)
+        if self.config.weight_norm:  # element-wise, so cheaper before tiling
+            w = normalize(w, shape=target.shape, is_weight=target.is_weight)
+        w = tile_to_shape(w, target.shape, out=out)
+        # No result may be a view of the decoded batch (or of another result).
+        return w if (out is not None or w._base is None) else w.clone()
+
     @torch.no_grad()
     def predict(self, graph: ModelGraph, shapes: Mapping[str, Shape], *,
                 out: Mapping[str, torch.Tensor] | None = None, skip: Collection[str] = ()) -> dict[str, torch.Tensor]:
@@ -102,11 +111,6 @@ class GHN2(nn.Module):
                 w = decoded[position[t.node]]
                 if key.kind in (Kind.VECTOR, Kind.CLASSIFIER_BIAS):
                     w = w[t.row]
-                w = crop_to_shape(w, t.shape)
-                if self.config.weight_norm:  # element-wise: cheaper before tiling
-                    w = normalize(w, shape=t.shape, is_weight=t.is_weight)
-                w = tile_to_shape(w, t.shape, out=out.get(t.name))
-                # No result may be a view of the decoded batch (or of another result).
-                predicted[t.name] = w if (w._base is None or t.name in out) else w.clone()
+                predicted[t.name] = self.fit(w, t, out=out.get(t.name))
         order = {t.name: i for i, t in enumerate(sorted(plan.targets, key=lambda t: t.node))}
         return dict(sorted(predicted.items(), key=lambda item: order[item[0]]))
