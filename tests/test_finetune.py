@@ -33,6 +33,7 @@ def scores(metrics: dict) -> dict:
     return {"final": metrics["final"], "best": metrics["best"], "best_epoch": metrics["best_epoch"]}
 
 
+@pytest.mark.slow
 def test_same_seeds_give_the_same_run_and_other_seeds_do_not(fashion_dir: Path) -> None:
     first = finetune(tiny(fashion_dir))
     again = finetune(tiny(fashion_dir))
