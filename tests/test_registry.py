@@ -216,3 +216,15 @@ def test_list_command_shows_cache_state(cli, home: Path) -> None:
     rows = {r["name"]: r for r in json.loads(cli("ghn", "list", "--json").stdout)["ghns"]}
     assert rows["ghn2-cifar10"]["cached"] and not rows["ghn2-imagenet"]["cached"]
     assert rows["ghn2-imagenet"]["default"] and rows["ghn2-imagenet"]["url"] == registry.REGISTRY["ghn2-imagenet"].url
+
+
+def test_download_command(cli, server, home: Path, monkeypatch) -> None:
+    base, root, _ = server
+    src = write_released_ghn(root / "tiny.pt")
+    monkeypatch.setitem(REGISTRY, "tiny", _entry(f"{base}/tiny.pt", git_blob_id(src)))
+    result = cli("ghn", "download", "tiny")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == f"tiny\t{home / 'ghns' / 'tiny.pt'}"
+    assert "tiny.pt" in result.stderr  # progress on stderr
+    result = cli("ghn", "download", "nope")
+    assert result.exit_code == 1 and "not a known GHN" in result.stderr
