@@ -162,3 +162,22 @@ def test_cli_errors_are_one_line(cli, tmp_path):
     result = cli("train-ghn", "--max-shape", "8,8", "-o", out)
     assert result.exit_code == 1 and "--max-shape" in result.stderr
     assert not out.exists()
+
+
+def test_bundled_ghn_loads_offline_and_predicts(monkeypatch, tmp_path):
+    from ghnorth_cli.ghn.predict import predict
+    from ghnorth_cli.ghn.registry import REGISTRY, load_pretrained, resolve_ghn
+    from ghnorth_cli.ghn_training.ghnfile import read_training_info
+
+    monkeypatch.setenv("GHNORTH_OFFLINE", "1")
+    monkeypatch.setenv("GHNORTH_HOME", str(tmp_path / "empty-cache"))
+    resolved = resolve_ghn("ghn2-fmnist-tiny")
+    assert resolved.path.is_file() and resolved.path.parent.name == "data"
+    assert resolved.path.stat().st_size < 8_000_000
+    ghn = load_pretrained("ghn2-fmnist-tiny")
+    assert ghn.config == REGISTRY["ghn2-fmnist-tiny"].config
+    info = read_training_info(resolved.path)
+    assert info["data"] == "fashion-mnist" and info["classes"] == [0, 1, 2, 3, 4] and info["img_size"] == 32
+    model = build_arch(_sample("tiny-mobilenet"), num_classes=5, img_size=32)
+    prediction = predict(model, ghn, img_size=32)
+    assert prediction.classifier_predicted and all(torch.isfinite(v).all() for v in prediction.params.values())

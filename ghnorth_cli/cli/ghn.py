@@ -33,10 +33,10 @@ def list_command(as_json: JsonOption = False) -> None:
     if as_json:
         typer.echo(json.dumps({"cache_dir": str(ghn_cache_dir()), "ghns": rows}, indent=2))
         return
-    typer.echo(f"{'name':<16}{'dataset':<10}{'classes':>8}  {'cached':<7} description")
+    typer.echo(f"{'name':<19}{'dataset':<14}{'classes':>8}  {'cached':<7} description")
     for r in rows:
         name = r["name"] + (" *" if r["default"] else "")
-        typer.echo(f"{name:<16}{r['dataset']:<10}{r['num_classes']:>8}  {'yes' if r['cached'] else 'no':<7} "
+        typer.echo(f"{name:<19}{r['dataset']:<14}{r['num_classes']:>8}  {'yes' if r['cached'] else 'no':<7} "
                    f"{r['description']}")
     typer.echo(f"cache: {ghn_cache_dir()}  (* = default; set GHNORTH_HOME to move it)")
 

@@ -39,6 +39,7 @@ class PretrainedGHN:
     dataset: str
     img_size: int  # input size of the training images
     description: str
+    bundled: bool = False  # shipped inside the package (ghnorth_cli/data/<filename>): never downloaded
 
 
 def _released(filename: str) -> str:
@@ -70,6 +71,18 @@ REGISTRY: dict[str, PretrainedGHN] = {
             img_size=32,
             description="GHN-2 trained on DeepNets-1M for CIFAR-10 (Knyazev et al. 2021)",
         ),
+        PretrainedGHN(
+            name="ghn2-fmnist-tiny",
+            filename="ghn2-fmnist-tiny.safetensors",
+            url="",
+            git_blob_id="817b3d2be84d40d87d86d5d10c357ea618792886",
+            config=GHNConfig(max_shape=(64, 64, 7, 7), num_classes=5, **_GHN2),
+            dataset="fashion-mnist",
+            img_size=32,
+            description="small GHN-2 bundled with ghnorth (train-ghn, Fashion-MNIST classes 0-4): offline use, "
+                        "tests, demos",
+            bundled=True,
+        ),
     )
 }
 
@@ -93,7 +106,11 @@ def ghn_cache_dir() -> Path:
 
 
 def cached_file(entry: PretrainedGHN) -> Path:
-    """Where a registry GHN lives once downloaded."""
+    """Where a registry GHN lives once downloaded (inside the package for a bundled one)."""
+    if entry.bundled:
+        from importlib.resources import files
+
+        return Path(str(files("ghnorth_cli") / "data" / entry.filename))
     return ghn_cache_dir() / entry.filename
 
 
@@ -125,6 +142,8 @@ def resolve_ghn(spec: str | None = None, *, registry: Mapping[str, PretrainedGHN
     spec = spec or DEFAULT_GHN
     if spec in registry:
         entry = registry[spec]
+        if entry.bundled:
+            return ResolvedGHN(cached_file(entry), entry.name, entry)
         return ResolvedGHN(_fetch(entry.url, cached_file(entry), git_blob=entry.git_blob_id, name=entry.name,
                                   progress=progress), entry.name, entry)
     if _is_url(spec):
