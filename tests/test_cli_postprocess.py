@@ -59,6 +59,7 @@ def test_writes_the_library_result_and_one_more_history_entry(cli, small_ckpt, t
     assert after.extra("ghnorth.note") == {"kept": True}
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_bytes(cli, small_ckpt, tmp_path):
     paths = [tmp_path / f"{name}.safetensors" for name in ("a", "b", "c")]
     for path, seed in zip(paths, (5, 5, 6)):
