@@ -116,6 +116,7 @@ def test_reproduces_the_reference_fixture_through_the_cli(cli, parity_dir, tmp_p
         (["--orth-from", "16"], ["classifier"]),
         (["--orth-from", "0"], ["1-based"]),
         (["--preset", "vit-paper"], ["unknown --preset", "resnet50-paper"]),
+        (["--preset", "resnet50-paper"], ["orth-from 37", "16 layers"]),  # no preset warning before the error
         (["--noise-layers", "some"], ["--noise-layers"]),
         (["--beta", "1e-3", "--noise-layers", "from-orth"], ["needs an orth-from"]),
         (["--arch", "torchvision:resnet18"], ["does not fit"]),

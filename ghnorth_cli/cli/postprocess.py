@@ -155,7 +155,7 @@ def postprocess_command(
     import torch
 
     from ghnorth_cli.checkpoint import provenance, read_checkpoint
-    from ghnorth_cli.postprocess import PRESETS, postprocess
+    from ghnorth_cli.postprocess import PRESETS, postprocess, validate_options
 
     _check_streams(output=output, as_json=as_json, report=report)
     for path in (output, report):
@@ -163,6 +163,8 @@ def postprocess_command(
             check_writable(path)
     settings = resolve_settings(preset=preset, beta=beta, orth_from=orth_from, noise_layers=noise_layers)
     ckpt = read_checkpoint(input, arch=arch, num_classes=num_classes, img_size=img_size)
+    validate_options(beta=settings["beta"], orth_from=settings["orth_from"], noise_layers=settings["noise_layers"],
+                     num_layers=len(ckpt.weight_layers()))
     if preset is not None and ckpt.spec.name != PRESETS[preset].arch:
         _logger.warning("warning: preset %s was published for %s, the checkpoint holds %s",
                         preset, PRESETS[preset].arch, ckpt.spec.arch)
