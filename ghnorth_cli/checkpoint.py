@@ -19,7 +19,6 @@ import os
 import platform
 import struct
 import sys
-import tempfile
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -30,12 +29,12 @@ import torch
 from torch import nn
 
 from ghnorth_cli._version import __version__
-from ghnorth_cli.errors import CheckpointError, GhnorthError
+from ghnorth_cli.errors import CheckpointError
+from ghnorth_cli.files import STDIO, write_bytes_atomic  # noqa: F401  (re-exported)
 from ghnorth_cli.models import ModelSpec, model_shapes, resolve_spec, weight_layer_names
 
 FORMAT = "ghnorth.checkpoint"
 FORMAT_VERSION = "1"
-STDIO = "-"
 _RESERVED = ("format", "ghnorth.format_version", "ghnorth.version", "ghnorth.model", "ghnorth.order",
              "ghnorth.history")
 
@@ -309,40 +308,3 @@ def serialize_safetensors(tensors: Mapping[str, torch.Tensor], *, metadata: Mapp
     encoded = json.dumps(header, separators=(",", ":"), sort_keys=True).encode("utf-8")
     encoded += b" " * (-(8 + len(encoded)) % 8)
     return b"".join([struct.pack("<Q", len(encoded)), encoded, *chunks])
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Write bytes to ``path`` via a temporary file in the same folder; ``"-"`` is stdout."""
-    if str(path) == STDIO:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-        return
-    target = Path(path)
-    if target.is_dir():
-        raise GhnorthError(f"cannot write {target}: is a directory")
-    folder = target.parent if str(target.parent) else Path(".")
-    tmp_name = None
-    try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{target.name}.", suffix=".tmp",
-                                         delete=False) as tmp:
-            tmp_name = tmp.name
-            tmp.write(data)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual mode
-        os.replace(tmp_name, target)
-        tmp_name = None
-    except OSError as exc:
-        raise GhnorthError(f"cannot write {target}: {exc.strerror or exc}") from None
-    finally:
-        if tmp_name is not None:
-            try:
-                os.unlink(tmp_name)
-            except OSError:
-                pass

@@ -69,7 +69,7 @@ def test_image_folder_with_orth_init(cli, tmp_path: Path) -> None:
     [
         (["--data-dir", "/nonexistent/fm"], "dataset-fashion-mnist"),
         (["--labels-per-class", "50"], "--labels-per-class 50 is more than"),
-        (["-o", "/nonexistent/dir/out.safetensors"], "folder /nonexistent/dir does not exist"),
+        (["-o", "/nonexistent/dir/out.safetensors"], "no such directory /nonexistent/dir"),
         (["--lr", "1e12", "--epochs", "3"], "loss is"),
         (["--opt", "adam"], "--opt must be one of sgd, adamw"),
     ],

@@ -121,7 +121,7 @@ def analyze_command(
     each is from its nearest reference architectures.
     """
     from ghnorth_cli.errors import GhnorthError
-    from ghnorth_cli.cli.postprocess import check_writable
+    from ghnorth_cli.files import check_writable
     from ghnorth_cli.plotting import figure_format, plot_figure2
 
     if embeddings:  # the latent map (Figure 4) instead of channel correlations

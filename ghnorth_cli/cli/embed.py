@@ -131,7 +131,7 @@ def embed_command(
 ) -> None:
     """Embed architectures in the GHN's latent space: mean of node embeddings after propagation (JSON)."""
     from ghnorth_cli.checkpoint import write_bytes_atomic
-    from ghnorth_cli.cli.postprocess import check_writable
+    from ghnorth_cli.files import check_writable
     from ghnorth_cli.embedding import dumps_embeddings, embed_graph, embeddings_document
     from ghnorth_cli.errors import GhnorthError
     from ghnorth_cli.ghn.registry import DEFAULT_GHN, load_pretrained

@@ -47,7 +47,7 @@ def graph_command(
     labels: LabelsOption = False,
 ) -> None:
     """Draw the model's graph as the GHN-2 sees it: nodes coloured and shaped by primitive, with a legend."""
-    from ghnorth_cli.cli.postprocess import check_writable
+    from ghnorth_cli.files import check_writable
     from ghnorth_cli.drawing import graph_format, graph_summary, write_graph
     from ghnorth_cli.graph import capture_graph
     from ghnorth_cli.models import create_model, resolve_spec

@@ -68,7 +68,7 @@ def run_latent_analysis(*, embeddings: list[Path], reference: list[Path] | None,
     from ghnorth_cli.plotting import figure_format
 
     if plot is not None:
-        from ghnorth_cli.cli.postprocess import check_writable
+        from ghnorth_cli.files import check_writable
 
         figure_format(plot)
         check_writable(plot)

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ghnorth_cli.cli.app import app
+from ghnorth_cli.files import check_writable
 from ghnorth_cli.cli.options import (
     ImgSizeOption,
     InputArgument,
@@ -80,20 +81,6 @@ def _check_streams(*, output: str, as_json: bool, report: Path | None) -> None:
         raise GhnorthError("--json and -o - would both write to stdout; use --report FILE for the report")
     if report is not None and str(report) == "-":
         raise GhnorthError("--report needs a file name; use --json for the report on stdout")
-
-
-def check_writable(path: str | Path) -> None:
-    """Fail before any work when ``path`` cannot become a file ('-' is stdout, always fine)."""
-    from ghnorth_cli.errors import GhnorthError
-
-    if str(path) == "-":
-        return
-    target = Path(path)
-    if target.is_dir():
-        raise GhnorthError(f"cannot write {target}: is a directory")
-    folder = target.parent if str(target.parent) else Path(".")
-    if not folder.is_dir():
-        raise GhnorthError(f"cannot write {target}: no such directory {folder}")
 
 
 def _log_changes(changes) -> None:

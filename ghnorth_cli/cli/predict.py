@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
 from ghnorth_cli.cli.app import app
+from ghnorth_cli.files import check_writable
 from ghnorth_cli.cli.options import (
     ArchOption,
     ImgSizeOption,
@@ -37,22 +36,6 @@ ClassifierOption = Annotated[
 ]
 DeviceOption = Annotated[str, typer.Option("--device", help="Where the GHN runs: cpu, cuda, cuda:1, ...")]
 ReportOption = Annotated[bool, typer.Option("--report", help="Print a coverage table: what was predicted, what was not.")]
-
-
-def _check_output(output: str) -> None:
-    """Refuse an output we could not write before doing any work."""
-    from ghnorth_cli.errors import GhnorthError
-
-    if output == "-":
-        return
-    path = Path(output)
-    if path.is_dir():
-        raise GhnorthError(f"cannot write {path}: is a directory")
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise GhnorthError(f"cannot write {path}: no such directory {folder}")
-    if not os.access(folder, os.W_OK):
-        raise GhnorthError(f"cannot write {path}: directory {folder} is not writable")
 
 
 def _device(name: str):
@@ -126,7 +109,7 @@ def predict_command(
 
     if classifier not in CLASSIFIER_MODES:
         raise GhnorthError(f"unknown --classifier {classifier!r}; choose from {', '.join(CLASSIFIER_MODES)}")
-    _check_output(output)
+    check_writable(output)
     torch_device = _device(device)
     spec = resolve_spec(arch, num_classes=num_classes, img_size=img_size)
     network = load_pretrained(ghn or DEFAULT_GHN, device=str(torch_device))

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from ghnorth_cli.errors import GhnorthError
@@ -113,16 +111,3 @@ def apply_recipe(recipe: str | None, options: dict[str, Any]) -> dict[str, Any]:
     if recipe not in RECIPES:
         raise GhnorthError(f"unknown recipe {recipe!r}; known: {', '.join(RECIPES)}")
     return {**RECIPES[recipe].values, **given}
-
-
-def check_writable(path: str | None, *, what: str) -> None:
-    """Fail early when ``path``'s folder is missing or not writable ("-" is stdout)."""
-    if path is None or path == "-":
-        return
-    if Path(path).is_dir():
-        raise GhnorthError(f"cannot write {what} {path}: it is a folder")
-    folder = Path(path).resolve().parent
-    if not folder.is_dir():
-        raise GhnorthError(f"cannot write {what} {path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise GhnorthError(f"cannot write {what} {path}: folder {folder} is not writable")

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from ghnorth_cli.errors import GhnorthError
-from ghnorth_cli.finetune.config import FinetuneConfig, check_writable
+from ghnorth_cli.files import check_writable
+from ghnorth_cli.finetune.config import FinetuneConfig
 from ghnorth_cli.finetune.data import load_dataset
 from ghnorth_cli.finetune.model import DEFAULT_IMG_SIZE, StartingModel, build_starting_model
 from ghnorth_cli.finetune.splits import FinetuneSplits, make_splits
