@@ -46,7 +46,7 @@ def plot_bars(report: Report, path: str | Path) -> None:
         ax.bar(xs, means, width=width * 0.95, yerr=stds, capsize=3, label=init)
     ax.set_xticks(range(len(report.archs)), report.archs)
     ax.set_ylabel(f"test accuracy (%), {report.at} epoch")
-    ax.legend(fontsize="small", loc="lower right")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the bars, not on them
     ax.grid(axis="y", alpha=0.3)
     _save(fig, Path(path))
     plt.close(fig)
@@ -83,6 +83,7 @@ def plot_curves(report: Report, path: str | Path, *, key: str = "val_acc") -> No
                             color=line.get_color(), alpha=0.2)
         ax.set_title(arch)
         ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_ylabel(key.replace("_acc", " accuracy (%)"))
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
