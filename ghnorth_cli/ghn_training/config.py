@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from ghnorth_cli.errors import GhnorthError
@@ -46,7 +46,6 @@ class GHNTrainConfig:
     log_every: int = 10
     log: str | None = None
     train_limit: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         checks = [
