@@ -7,8 +7,6 @@ when a figure is drawn (Agg backend, no display needed).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -99,17 +97,10 @@ def plot_figure2(
 
 
 def _save_atomic(fig, path: Path, *, fmt: str) -> None:
-    folder = path.parent if str(path.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise GhnorthError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format=fmt)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise GhnorthError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    import io
+
+    from ghnorth_cli.files import write_bytes_atomic
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=fmt)
+    write_bytes_atomic(path, buffer.getvalue())

@@ -8,9 +8,9 @@ from ghnorth_cli.cli import info  # noqa: F401
 from ghnorth_cli.cli import archs  # noqa: F401
 from ghnorth_cli.cli import postprocess  # noqa: F401
 from ghnorth_cli.cli import analyze  # noqa: F401
-from ghnorth_cli.cli import experiment  # noqa: F401
 from ghnorth_cli.cli import graph  # noqa: F401
 from ghnorth_cli.cli import embed  # noqa: F401
+from ghnorth_cli.cli import experiment  # noqa: F401
 from ghnorth_cli.cli import finetune  # noqa: F401
 from ghnorth_cli.cli import train_ghn  # noqa: F401
 from ghnorth_cli.cli import ghn_eval  # noqa: F401

@@ -113,6 +113,7 @@ def download(url: str, dest: str | Path, *, git_blob: str | None = None, progres
             if got != git_blob:
                 raise DownloadError(url, f"the download is corrupt (git blob id {got}, expected {git_blob}); "
                                          "nothing was kept")
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would make a shared cache unreadable to others
         os.replace(tmp, dest)
         tmp = None
         log.info("saved %s", dest)
