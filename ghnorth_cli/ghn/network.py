@@ -86,6 +86,23 @@ class GHN2(nn.Module):
         # No result may be a view of the decoded batch (or of another result).
         return w if (out is not None or w._base is None) else w.clone()
 
+    def decode_targets(self, x: torch.Tensor, plan: Plan, *, skip: Collection[str] = ()):
+        """Yield ``(target, decoded tensor)`` for the plan's targets, one decoder call per shape group.
+
+        The decoded tensor is the GHN's raw output for the target's node (the right row for
+        norm weights/biases), before cropping, normalization and tiling (:meth:`fit`).
+        """
+        for key, group in plan.groups.items():
+            targets = [t for t in group if t.name not in skip]
+            if not targets:
+                continue
+            nodes = list(dict.fromkeys(t.node for t in targets))
+            position = {node: i for i, node in enumerate(nodes)}
+            decoded = self.decode(x[torch.tensor(nodes, device=x.device)], key)
+            for t in targets:
+                w = decoded[position[t.node]]
+                yield t, (w[t.row] if key.kind in (Kind.VECTOR, Kind.CLASSIFIER_BIAS) else w)
+
     @torch.no_grad()
     def predict(self, graph: ModelGraph, shapes: Mapping[str, Shape], *,
                 out: Mapping[str, torch.Tensor] | None = None, skip: Collection[str] = ()) -> dict[str, torch.Tensor]:
@@ -99,18 +116,6 @@ class GHN2(nn.Module):
         plan = plan_prediction(graph, shapes, max_shape=self.config.max_shape)
         x = self.node_features(graph, plan)
         out = out or {}
-        predicted: dict[str, torch.Tensor] = {}
-        for key, group in plan.groups.items():
-            targets = [t for t in group if t.name not in skip]
-            if not targets:
-                continue
-            nodes = list(dict.fromkeys(t.node for t in targets))
-            position = {node: i for i, node in enumerate(nodes)}
-            decoded = self.decode(x[torch.tensor(nodes, device=x.device)], key)
-            for t in targets:
-                w = decoded[position[t.node]]
-                if key.kind in (Kind.VECTOR, Kind.CLASSIFIER_BIAS):
-                    w = w[t.row]
-                predicted[t.name] = self.fit(w, t, out=out.get(t.name))
+        predicted = {t.name: self.fit(w, t, out=out.get(t.name)) for t, w in self.decode_targets(x, plan, skip=skip)}
         order = {t.name: i for i, t in enumerate(sorted(plan.targets, key=lambda t: t.node))}
         return dict(sorted(predicted.items(), key=lambda item: order[item[0]]))

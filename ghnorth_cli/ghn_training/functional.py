@@ -21,7 +21,7 @@ from torch import nn
 from ghnorth_cli.ghn.fit import crop_to_shape, normalize, tile_to_shape
 from ghnorth_cli.ghn.gnn import GatedGNN, Schedule, build_schedule
 from ghnorth_cli.ghn.network import GHN2
-from ghnorth_cli.ghn.plan import Kind, Plan, Shape, plan_prediction
+from ghnorth_cli.ghn.plan import Plan, Shape, plan_prediction
 from ghnorth_cli.graph.types import ModelGraph
 
 
@@ -61,18 +61,11 @@ def predict_tensors(ghn: GHN2, graph: ModelGraph, shapes: Mapping[str, Shape]) -
     plan = plan_prediction(graph, shapes, max_shape=ghn.config.max_shape)
     x = node_features(ghn, graph, plan)
     predicted: dict[str, torch.Tensor] = {}
-    for key, targets in plan.groups.items():
-        nodes = list(dict.fromkeys(t.node for t in targets))
-        position = {node: i for i, node in enumerate(nodes)}
-        decoded = ghn.decode(x[torch.tensor(nodes, device=x.device)], key)
-        for t in targets:
-            w = decoded[position[t.node]]
-            if key.kind in (Kind.VECTOR, Kind.CLASSIFIER_BIAS):
-                w = w[t.row]
-            w = crop_to_shape(w, t.shape)
-            if ghn.config.weight_norm:
-                w = normalize(w, shape=t.shape, is_weight=t.is_weight)
-            predicted[t.name] = tile_to_shape(w, t.shape)
+    for t, w in ghn.decode_targets(x, plan):
+        w = crop_to_shape(w, t.shape)
+        if ghn.config.weight_norm:
+            w = normalize(w, shape=t.shape, is_weight=t.is_weight)
+        predicted[t.name] = tile_to_shape(w, t.shape)
     return predicted
 
 
