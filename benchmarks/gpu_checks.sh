@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The checks that need a GPU, as one script for a session that is lent one (e.g. an H200):
+#   - predict on CUDA equals predict on the CPU (the test that skips without a GPU);
+#   - predict's speed on CUDA (bench_predict.py --device cuda);
+#   - finetune's training step against a bare PyTorch loop, ResNet-50 at 32 px, batch 96, bf16 (target >= 0.8);
+#   - a short finetune and train-ghn run on CUDA end to end.
+# Results go to ${OUT:-benchmarks/results}/gpu_checks.md. Without a GPU each step says so and the script exits 1.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${OUT:-benchmarks/results}"
+mkdir -p "$out"
+report="$out/gpu_checks.md"
+python -c "import ghnorth_cli, torch" 2>/dev/null \
+  || { echo "gpu_checks: install ghnorth first (pip install -e .)" >&2; exit 1; }
+python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
+  || { echo "gpu_checks: no CUDA device here" >&2; exit 1; }
+export PYTHONUNBUFFERED=1
+{
+  echo "# GPU checks, $(date -u +%Y-%m-%dT%H:%MZ)"
+  python -c "import torch; print('device:', torch.cuda.get_device_name(), '| torch', torch.__version__)"
+  echo; echo "## predict on CUDA equals CPU"; echo '```'
+  python -m pytest -q tests/test_predict.py -k cuda 2>&1 | tail -3
+  echo '```'; echo; echo "## predict speed"
+  python benchmarks/bench_predict.py --device cuda --out "$out/predict_cuda" 2>&1 | tail -6
+  echo; echo "## finetune step vs bare loop"
+  python benchmarks/bench_finetune.py cuda 2>&1 | tail -4
+  echo; echo "## end to end"; echo '```'
+  ghnorth finetune --data fashion-mnist --labels-per-class 100 --arch resnet18 --init orth --epochs 2 \
+    --device cuda --metrics "$out/ft_cuda.json" 2>&1 | tail -2
+  ghnorth train-ghn --data fashion-mnist --classes 0-4 --steps 20 --meta-batch 4 --batch-size 32 \
+    --device cuda -o "$out/ghn_cuda.safetensors" 2>&1 | tail -2
+  echo '```'
+} | tee "$report"
