@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import Tensor
 
 from ghnorth_cli.models import weight_layer_names
+from ghnorth_cli.threads import intra_op_threads
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +175,9 @@ def singular_value_stats(mat: Tensor) -> tuple[float, float]:
     if m.shape[0] > m.shape[1]:
         m = m.t()
     gram = m @ m.t()
-    with _one_thread():
+    # One thread: the eigensolver's many short parallel regions ran 10-100x slower on two shared
+    # cores (0.06 s against 0.4-6.7 s for a 512 x 512 Gram matrix).
+    with intra_op_threads(1):
         sv = torch.linalg.eigvalsh(gram).to(torch.float64).clamp_min(0.0).sqrt()
     total = sv.sum().item()
     if total == 0.0:
@@ -184,22 +186,6 @@ def singular_value_stats(mat: Tensor) -> tuple[float, float]:
     p = p[p > 0]
     entropy = -(p * p.log()).sum().item()
     return sv.max().item(), math.exp(entropy)
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run a small LAPACK solver on one thread, then restore the thread count.
-
-    A symmetric eigensolver on a matrix of at most a few thousand rows gains little from threads, and
-    with its many short parallel regions it slows down by 10-100x when the cores are shared with other
-    work (measured: 0.06 s on one thread against 0.4-6.7 s on two, for a 512 x 512 Gram matrix).
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ghnorth_cli.threads import intra_op_threads
 from ghnorth_cli.archspace import (
     FAMILIES,
     NAMED,
@@ -21,10 +22,8 @@ from ghnorth_cli.graph import capture_graph
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """These models are tiny: one thread is faster than several, above all on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with intra_op_threads(1):
+        yield
 
 
 def _draw(space: str, seed: int, n: int, **kwargs) -> list:

@@ -234,7 +234,7 @@ def test_predict_on_cuda_matches_cpu(ghn) -> None:
 
 
 def test_prediction_threads_are_restored(ghn) -> None:
-    from ghnorth_cli.ghn.predict import intra_op_threads
+    from ghnorth_cli.threads import intra_op_threads
 
     before = torch.get_num_threads()
     with intra_op_threads(1):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from finetune_helpers import make_fashion_dir
+from ghnorth_cli.threads import intra_op_threads
 from ghnorth_cli.archspace import ArchSampler, build_arch, get_space
 from ghnorth_cli.errors import GhnorthError
 from ghnorth_cli.finetune.data import Split
@@ -26,10 +27,8 @@ TINY = dict(hid=8, max_shape=(8, 8, 3, 3), img_size=32, meta_batch=2, batch_size
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """These models are tiny: one thread is faster than several, above all on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with intra_op_threads(1):
+        yield
 
 
 def tiny_task(num_classes: int = 3, per_class: int = 8) -> TaskData:

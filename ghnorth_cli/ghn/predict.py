@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -24,6 +23,7 @@ from ghnorth_cli.errors import GhnorthError
 from ghnorth_cli.ghn.network import GHN2
 from ghnorth_cli.ghn.plan import classifier_params
 from ghnorth_cli.graph.types import ModelGraph
+from ghnorth_cli.threads import intra_op_threads
 
 log = logging.getLogger(__name__)
 
@@ -64,20 +64,6 @@ def _decide_classifier(mode: str, *, ghn_classes: int, model_classes: int | None
     if mode == "auto":
         return model_classes == ghn_classes
     return mode == "predict"
-
-
-@contextmanager
-def intra_op_threads(n: int | None) -> Iterator[None]:
-    """Use ``n`` intra-op threads inside the block, then restore torch's setting (None: no change)."""
-    before = torch.get_num_threads()
-    if n is None or n == before:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def predict(model: nn.Module, ghn: GHN2 | str | Path | None = None, *, img_size: int = 224,
