@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from ghnorth_cli.errors import GhnorthError
+from ghnorth_cli.files import check_writable
 from ghnorth_cli.ghn.network import GHN2
 from ghnorth_cli.ghn_training.config import RESUMABLE_CHANGES, GHNTrainConfig
 from ghnorth_cli.ghn_training.data import TaskData, load_task
@@ -111,9 +112,8 @@ def _append_log(path: str | None, record: dict[str, Any]) -> None:
 
 
 def _check_output(config: GHNTrainConfig, *, resume: bool) -> None:
-    folder = Path(config.output).parent
-    if not folder.is_dir():
-        raise GhnorthError(f"cannot write {config.output}: folder {folder} does not exist")
+    check_writable(config.output)
+    check_writable(config.log, what="log")
     if resume and not Path(config.state_path).is_file():
         raise GhnorthError(f"nothing to resume: no training state at {config.state_path}")
 
