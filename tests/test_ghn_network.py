@@ -218,7 +218,7 @@ def test_config_validation() -> None:
     assert cfg.ve_cutoff == 50 and GHNConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(GHNConfigError, match="unknown GHN config keys: colour"):
         GHNConfig.from_dict({"max_shape": (8, 8, 3, 3), "num_classes": 10, "colour": 1})
-    with pytest.raises(GHNConfigError, match="implements the GHN-2"):
+    with pytest.raises(GHNConfigError, match="implements GHN-2"):
         GHNConfig(max_shape=(8, 8, 3, 3), num_classes=10, decoder="mlp")
     with pytest.raises(GHNConfigError, match="square"):
         GHNConfig(max_shape=(8, 8, 3, 5), num_classes=10)

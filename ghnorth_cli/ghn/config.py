@@ -1,4 +1,9 @@
-"""The hyperparameters of a GHN-2, as stored with its weights (``config`` in the released files)."""
+"""The hyperparameters of a GHN (GHN-2 or GHN-3), as stored with its weights.
+
+GHN-2 (Knyazev et al., NeurIPS 2021; facebookresearch/ppuda) stores this as ``config`` in its
+released ``.pt`` files. GHN-3 (Knyazev et al., ICML 2023; SamsungSAILMontreal/ghn3) stores no
+config: it is inferred from the tensor names and shapes (see ``ghnorth_cli.ghn.io``).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,9 @@ from ghnorth_cli.errors import GhnorthError
 # Keys of the released files' ``config`` that do not change the network (accepted and dropped).
 _IGNORED_KEYS = frozenset({"debug_level"})
 
+#: ``hypernet`` of each GHN family: GHN-2's gated GNN, GHN-3's Graphormer-style transformer.
+HYPERNETS = ("gatedgnn", "transformer")
+
 
 class GHNConfigError(GhnorthError):
     """A GHN configuration that ghnorth cannot build."""
@@ -17,10 +25,12 @@ class GHNConfigError(GhnorthError):
 
 @dataclass(frozen=True)
 class GHNConfig:
-    """What a GHN-2 network looks like.
+    """What a GHN network looks like.
 
     ``max_shape`` is the largest (out, in, h, w) tensor the decoder predicts before tiling;
     ``num_classes`` is the class count of the dataset the GHN was trained on.
+    ``hypernet`` is ``"gatedgnn"`` for a GHN-2 and ``"transformer"`` for a GHN-3, whose
+    ``layers`` transformer layers use ``heads`` attention heads (both ignored by a GHN-2).
     """
 
     max_shape: tuple[int, int, int, int]
@@ -31,6 +41,8 @@ class GHNConfig:
     weight_norm: bool = False
     ve: bool = False
     layernorm: bool = False
+    layers: int = 1
+    heads: int = 8
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "max_shape", tuple(int(s) for s in self.max_shape))
@@ -42,11 +54,20 @@ class GHNConfig:
             raise GHNConfigError(f"GHN hidden size must be a positive multiple of 4, got {self.hid}")
         if self.num_classes < 1:
             raise GHNConfigError(f"GHN num_classes must be positive, got {self.num_classes}")
-        if self.hypernet != "gatedgnn" or self.decoder != "conv":
+        if self.hypernet not in HYPERNETS or self.decoder != "conv":
             raise GHNConfigError(
                 f"unsupported GHN (hypernet={self.hypernet!r}, decoder={self.decoder!r}): "
-                "ghnorth implements the GHN-2 (hypernet='gatedgnn', decoder='conv')"
+                "ghnorth implements GHN-2 (hypernet='gatedgnn') and GHN-3 (hypernet='transformer'), "
+                "both with decoder='conv'"
             )
+        if self.is_ghn3 and (self.layers < 1 or self.heads < 1 or self.hid % self.heads):
+            raise GHNConfigError(f"GHN layers and heads must be positive with hid divisible by heads, "
+                                 f"got layers={self.layers}, heads={self.heads}, hid={self.hid}")
+
+    @property
+    def is_ghn3(self) -> bool:
+        """True for a GHN-3 (transformer hypernetwork)."""
+        return self.hypernet == "transformer"
 
     @property
     def max_channels(self) -> int:
