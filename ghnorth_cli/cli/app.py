@@ -10,19 +10,77 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperGroup
 
+try:  # typer >= 0.24 carries its own copy of click
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - older typer on the real click
+    from click import exceptions as click_exceptions
+
 from ghnorth_cli._version import __version__
 from ghnorth_cli.errors import GhnorthError
+from ghnorth_cli.signals import Terminated, handle_termination
 
 DEBUG_ENV = "GHNORTH_DEBUG"
 
 
+#: Longest error line; the whole message is logged first at debug level (``-v``).
+MAX_ERROR_CHARS = 400
+
+
+def one_line(message: str, *, limit: int = MAX_ERROR_CHARS) -> str:
+    """``message`` on one line: line breaks become "; ", and past ``limit`` characters it is cut."""
+    text = "; ".join(part.strip() for part in str(message).splitlines() if part.strip()) or "unknown error"
+    if len(text) > limit:
+        text = text[: limit - 40].rstrip() + " ... (-v shows the whole message)"
+    return text
+
+
 def report_error(message: str) -> None:
-    """Print one error line on stderr."""
-    typer.echo(f"ghnorth: error: {message}", err=True)
+    """Print one error line on stderr (the full text goes to the debug log first)."""
+    logging.getLogger("ghnorth_cli").debug("error in full: %s", message)
+    typer.echo(f"ghnorth: error: {one_line(message)}", err=True)
+
+
+def _usage_message(exc: click_exceptions.ClickException) -> str:
+    message = exc.format_message().replace("Value error, ", "")  # pydantic's prefix on parser errors
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click_exceptions.UsageError) and ctx is not None:
+        message += f" (see `{ctx.command_path} --help`)"
+    return message
 
 
 class GhnorthGroup(TyperGroup):
-    """Turns known errors into one line on stderr and exit code 1 (a traceback only in debug)."""
+    """Turns every error into one line on stderr and exit code 1 (a traceback only in debug).
+
+    Known errors (:class:`GhnorthError`) and click's usage errors exit with 1, SIGINT with 130,
+    SIGTERM with 143, a closed stdout reader with 141.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        with handle_termination():
+            try:
+                code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            except click_exceptions.NoArgsIsHelpError as exc:
+                exc.show()
+                code = 0
+            except click_exceptions.ClickException as exc:
+                report_error(_usage_message(exc))
+                code = 1
+            except click_exceptions.Abort:
+                report_error("interrupted")
+                code = 130
+            except Terminated:
+                report_error("terminated (SIGTERM)")
+                code = Terminated.exit_code
+        sys.exit(code if isinstance(code, int) else 0)
+
+    def make_context(self, *args, **kwargs):
+        try:
+            return super().make_context(*args, **kwargs)
+        except KeyboardInterrupt:
+            report_error("interrupted")
+            raise typer.Exit(130) from None
 
     def invoke(self, ctx):
         try:
@@ -35,6 +93,9 @@ class GhnorthGroup(TyperGroup):
         except KeyboardInterrupt:
             report_error("interrupted")
             raise typer.Exit(130) from None
+        except Terminated:
+            report_error("terminated (SIGTERM)")
+            raise typer.Exit(Terminated.exit_code) from None
         except BrokenPipeError:
             # The reader of our stdout went away (e.g. `| head`): nothing more to say.
             raise typer.Exit(141) from None

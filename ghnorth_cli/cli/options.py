@@ -2,10 +2,81 @@
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+
+# --- option values that make sense, checked by the option's type ------------------------------------
+
+#: ``torch.manual_seed`` takes any 64-bit value, signed or unsigned.
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def finite_float(*, min: float | None = None, max: float | None = None):
+    """A parser for ``typer.Option(parser=...)``: a finite float within ``[min, max]`` (NaN and Inf refused)."""
+
+    def parse(value: Any) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{value!r} is not a number") from None
+        if not math.isfinite(number):
+            raise ValueError(f"{value!r} is not a finite number")
+        if min is not None and number < min:
+            raise ValueError(f"{value!r} is below the minimum {min:g}")
+        if max is not None and number > max:
+            raise ValueError(f"{value!r} is above the maximum {max:g}")
+        return number
+
+    return parse
+
+
+def seed_value(value: Any) -> int:
+    """A seed ``torch.manual_seed`` accepts: an integer within 64 bits."""
+    try:
+        number = int(str(value), 0) if isinstance(value, str) else int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{value!r} is not an integer") from None
+    if not SEED_MIN <= number <= SEED_MAX:
+        raise ValueError(f"{value!r} does not fit in 64 bits")
+    return number
+
+
+def device_name(value: Any) -> str:
+    """``auto``, ``cpu``, ``mps``, ``cuda`` or ``cuda:N``."""
+    text = str(value).strip()
+    if not _DEVICE.match(text):
+        raise ValueError(f"{value!r} is not a device (auto, cpu, cuda, cuda:N or mps)")
+    return text
+
+
+def output_path(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any:
+    """Callback of every output option: writable, and not the path of another output of the same command.
+
+    Runs while the command line is parsed, so two outputs on one file (``-o X --report X``) are
+    refused before any work. ``"-"`` (stdout) counts as one path too.
+    """
+    from ghnorth_cli.files import check_writable, same_output
+
+    if value is None:
+        return value
+    name = param.opts[0] if param.opts else param.name
+    check_writable(value, what=name)
+    claimed = ctx.meta.setdefault("ghnorth.outputs", {})
+    for other, path in claimed.items():
+        if other != name and same_output(path, value):
+            raise typer.BadParameter(f"{value} is also the {other} output; give each output its own file")
+    claimed[name] = str(value)
+    return value
+
+
+FiniteFloat = dict(parser=finite_float(), metavar="FLOAT")
+NonNegativeFloat = dict(parser=finite_float(min=0.0), metavar="FLOAT")
+
 
 ArchOption = Annotated[
     str,
@@ -22,10 +93,12 @@ ImgSizeOption = Annotated[
     Optional[int],
     typer.Option("--img-size", min=8, help="Input size in pixels (default: the model's own); 32 or less adapts the stem."),
 ]
-SeedOption = Annotated[int, typer.Option("--seed", help="Seed for everything random in this step.")]
+SeedOption = Annotated[int, typer.Option("--seed", parser=seed_value, metavar="INT",
+                                         help="Seed for everything random in this step.")]
 OutputOption = Annotated[
-    str, typer.Option("--output", "-o", help="Output safetensors file; '-' writes to stdout.")
+    str, typer.Option("--output", "-o", callback=output_path, help="Output safetensors file; '-' writes to stdout.")
 ]
 InputArgument = Annotated[str, typer.Argument(help="Input checkpoint (.safetensors); '-' reads stdin.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 PathOption = Optional[Path]
+

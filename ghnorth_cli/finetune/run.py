@@ -19,7 +19,7 @@ from ghnorth_cli.finetune.config import FinetuneConfig
 from ghnorth_cli.finetune.data import load_dataset
 from ghnorth_cli.finetune.model import DEFAULT_IMG_SIZE, StartingModel, build_starting_model
 from ghnorth_cli.finetune.splits import FinetuneSplits, make_splits
-from ghnorth_cli.finetune.state import check_same_run, default_state_path, load_state, save_state
+from ghnorth_cli.finetune.state import check_same_run, default_state_path, save_state, saved_state_or_none
 from ghnorth_cli.finetune.trainer import NonFiniteLossError, StepCallback, Trainer
 from ghnorth_cli.models import ModelSpec
 
@@ -108,7 +108,9 @@ def _save_progress(path: str, trainer: Trainer, progress: _Progress, config: Fin
 
 
 def _resume(path: str, trainer: Trainer, config: FinetuneConfig) -> _Progress:
-    state = load_state(path)
+    state = saved_state_or_none(path)
+    if state is None:
+        return _Progress()
     check_same_run(state["config"], config.to_dict(), path=path)
     trainer.load_state_dict(state)
     log.info("resuming after epoch %d from %s", state["epoch"], path)

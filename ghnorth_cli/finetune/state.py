@@ -7,14 +7,17 @@ tensors that ``torch.Generator.get_state()`` returns.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ghnorth_cli.errors import GhnorthError
+from ghnorth_cli.files import atomic_writer
+from ghnorth_cli.signals import deferred_interrupts
+
+log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
 # Options that may differ between an interrupted run and its resumption.
@@ -29,18 +32,13 @@ def default_state_path(output: str | None) -> str | None:
 
 
 def save_state(path: str | Path, state: dict[str, Any]) -> None:
-    """Write ``state`` with ``torch.save`` to a temporary file in the same folder, then rename it."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"version": STATE_VERSION, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``state`` with ``torch.save`` atomically (temporary file, then rename).
+
+    SIGINT or SIGTERM during the write wait until it is done, so an interrupt here leaves the
+    previous state or the new one, and is reported as a clean interruption.
+    """
+    with deferred_interrupts(), atomic_writer(path) as f:
+        torch.save({"version": STATE_VERSION, **state}, f)
 
 
 def load_state(path: str | Path) -> dict[str, Any]:
@@ -55,6 +53,15 @@ def load_state(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
         raise GhnorthError(f"cannot resume from {target}: not a ghnorth finetune state (version {STATE_VERSION})")
     return state
+
+
+def saved_state_or_none(path: str | Path) -> dict[str, Any] | None:
+    """For ``--resume``: the saved state, or None (with a warning) when the run stopped before its first save."""
+    if not Path(path).exists():
+        log.warning("warning: no saved state at %s (the earlier run stopped before its first save); "
+                    "starting from scratch", path)
+        return None
+    return load_state(path)
 
 
 def check_same_run(saved: dict[str, Any], current: dict[str, Any], *, path: str | Path) -> None:

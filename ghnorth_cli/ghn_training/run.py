@@ -88,9 +88,11 @@ def _save_state(config: GHNTrainConfig, ghn: GHN2, optimizer: torch.optim.Optimi
 
 
 def _resume(config: GHNTrainConfig, ghn: GHN2, optimizer: torch.optim.Optimizer, gens: Generators) -> RunState:
-    from ghnorth_cli.finetune.state import load_state
+    from ghnorth_cli.finetune.state import saved_state_or_none
 
-    saved = load_state(config.state_path)
+    saved = saved_state_or_none(config.state_path)
+    if saved is None:
+        return RunState()
     if saved.get("kind") != "ghnorth.train-ghn":
         raise GhnorthError(f"cannot resume from {config.state_path}: not a train-ghn state")
     before, now = json.loads(saved["options"]), config.result_options()
@@ -114,8 +116,6 @@ def _append_log(path: str | None, record: dict[str, Any]) -> None:
 def _check_output(config: GHNTrainConfig, *, resume: bool) -> None:
     check_writable(config.output)
     check_writable(config.log, what="log")
-    if resume and not Path(config.state_path).is_file():
-        raise GhnorthError(f"nothing to resume: no training state at {config.state_path}")
 
 
 def train_ghn(config: GHNTrainConfig, *, resume: bool = False, on_step: StepCallback | None = None,
