@@ -12,7 +12,7 @@ import typer
 from ghnorth_cli.cli.app import app
 from ghnorth_cli.cli.latent import (EmbeddingsOption, MetricCsvOption, MetricOption, NeighboursOption,
                                     ReferenceOption, run_latent_analysis)
-from ghnorth_cli.cli.options import ImgSizeOption, JsonOption, NumClassesOption, OptionalArchOption
+from ghnorth_cli.cli.options import ImgSizeOption, JsonOption, NumClassesOption, OptionalArchOption, output_path
 
 _logger = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ LabelOption = Annotated[
                                       "(repeat once per file; default: the file names).")
 ]
 PlotOption = Annotated[
-    Optional[Path], typer.Option("--plot", metavar="FILE", help="Draw Figure 2 into FILE (.png, .svg or .pdf); "
+    Optional[Path], typer.Option("--plot", metavar="FILE", callback=output_path, help="Draw Figure 2 into FILE (.png, .svg or .pdf); "
                                  "with --embeddings the latent map (Figure 4).")
 ]
 PlotLayersOption = Annotated[

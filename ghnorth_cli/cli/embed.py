@@ -10,7 +10,8 @@ from typing import Annotated, Optional
 import typer
 
 from ghnorth_cli.cli.app import app
-from ghnorth_cli.cli.options import ImgSizeOption
+from ghnorth_cli.cli.options import ImgSizeOption, output_path
+from ghnorth_cli.limits import MAX_NUM_CLASSES
 
 _logger = logging.getLogger(__name__)
 
@@ -33,11 +34,11 @@ HeldoutOption = Annotated[
                                 "keeps out of training), e.g. tiny:16; built at --img-size (default 32).")
 ]
 EmbedClassesOption = Annotated[
-    Optional[int], typer.Option("--num-classes", min=1, help="Classifier outputs of the embedded models "
+    Optional[int], typer.Option("--num-classes", min=1, max=MAX_NUM_CLASSES, help="Classifier outputs of the embedded models "
                                 "(default: the GHN's number of classes).")
 ]
 EmbedOutputOption = Annotated[
-    str, typer.Option("--output", "-o", metavar="FILE", help="Embeddings JSON; '-' writes to stdout.")
+    str, typer.Option("--output", "-o", metavar="FILE", callback=output_path, help="Embeddings JSON; '-' writes to stdout.")
 ]
 
 

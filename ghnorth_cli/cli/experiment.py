@@ -15,7 +15,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ghnorth_cli.cli.app import app
-from ghnorth_cli.cli.options import JsonOption
+from ghnorth_cli.cli.options import JsonOption, device_name, finite_float, seed_value
 
 _logger = logging.getLogger(__name__)
 
@@ -163,18 +163,18 @@ def run_command(
     data_dir: Annotated[Optional[str], typer.Option("--data-dir", help="Where the dataset is.")] = None,
     labels_per_class: Annotated[Optional[int], typer.Option("--labels-per-class", min=1, help="Few-shot "
                                 "training set: this many labelled images per class (default: all).")] = None,
-    val_size: Annotated[float, typer.Option("--val-size", help="Validation images held out of the training "
+    val_size: Annotated[float, typer.Option("--val-size", parser=finite_float(min=0.0), metavar="FLOAT", help="Validation images held out of the training "
                         "set: a count or a fraction (the paper: 10%).")] = 0.1,
-    data_seed: Annotated[int, typer.Option("--data-seed", help="Seed of the few-shot and validation split.")] = 0,
+    data_seed: Annotated[int, typer.Option("--data-seed", parser=seed_value, metavar="INT", help="Seed of the few-shot and validation split.")] = 0,
     pp_preset: Annotated[Optional[str], typer.Option("--pp-preset", help="GHN-orth post-processing preset "
                          "(default: the published one for the arch, if any).")] = None,
-    beta: Annotated[Optional[float], typer.Option("--beta", help="GHN-orth noise scale.")] = None,
+    beta: Annotated[Optional[float], typer.Option("--beta", parser=finite_float(min=0.0), metavar="FLOAT", help="GHN-orth noise scale.")] = None,
     orth_from: Annotated[ListOption, typer.Option("--orth-from", metavar="[ARCH=]L",
                          help="GHN-orth: re-initialize layers L.. (per arch with ARCH=L).")] = None,
     noise_layers: Annotated[Optional[str], typer.Option("--noise-layers", metavar="all|from-orth",
                             help="GHN-orth: layers that get noise (as in postprocess).")] = None,
     shard: Annotated[str, typer.Option("--shard", metavar="I/N", help="Run every N-th run from the I-th.")] = "1/1",
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1 ...")] = "auto",
+    device: Annotated[str, typer.Option("--device", parser=device_name, help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     save_models: Annotated[bool, typer.Option("--save-models", help="Keep each run's fine-tuned checkpoint.")] = False,
     save_every: Annotated[int, typer.Option("--save-every", min=0, help="Save resumable state every N epochs.")] = 0,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Run failed runs again.")] = False,

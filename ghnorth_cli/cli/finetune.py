@@ -9,7 +9,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ghnorth_cli.cli.app import app
-from ghnorth_cli.cli.options import JsonOption
+from ghnorth_cli.cli.options import JsonOption, device_name, finite_float, output_path, seed_value
+from ghnorth_cli.limits import MAX_CROP_PADDING, MAX_IMG_SIZE
 
 _logger = logging.getLogger(__name__)
 
@@ -40,46 +41,46 @@ def finetune_command(
     download: Annotated[bool, _opt("--download", help="Download CIFAR into --data-dir if missing.", panel=_DATA)] = False,
     labels_per_class: Annotated[Optional[int], _opt("--labels-per-class", min=1, help="Train on a class-balanced "
                                 "random subset of N images per class.", panel=_DATA)] = None,
-    val_size: Annotated[Optional[float], _opt("--val-size", min=0, help="Validation images held out from the rest "
+    val_size: Annotated[Optional[float], _opt("--val-size", parser=finite_float(min=0.0), metavar="FLOAT", help="Validation images held out from the rest "
                         "of the training split for model selection: a count (5000) or a fraction (0.1).",
                         panel=_DATA)] = None,
     test_size: Annotated[Optional[int], _opt("--test-size", min=1, help="Test on a random subset of N test images "
                          "(quick runs; default: the whole test split).", panel=_DATA)] = None,
-    data_seed: Annotated[Optional[int], _opt("--data-seed", help="Seed of the subset and validation draws.",
+    data_seed: Annotated[Optional[int], _opt("--data-seed", parser=seed_value, metavar="INT", help="Seed of the subset and validation draws.",
                          panel=_DATA)] = None,
     arch: Annotated[Optional[str], _opt("--arch", "-a", help="Model (timm or torchvision name); with a checkpoint "
                     "--init, taken from its metadata unless given.", panel=_MODEL)] = None,
     init: Annotated[Optional[str], _opt("--init", help="A checkpoint file, or default | orth (made from --seed) | "
                     "pretrained (timm/torchvision weights; needs the network).", panel=_MODEL)] = None,
-    img_size: Annotated[Optional[int], _opt("--img-size", min=8, help="Input size; images are resized "
+    img_size: Annotated[Optional[int], _opt("--img-size", min=8, max=MAX_IMG_SIZE, help="Input size; images are resized "
                         "(default: the checkpoint's, else 32).", panel=_MODEL)] = None,
     small_input: Annotated[Optional[bool], _opt("--small-input/--no-small-input", help="Adapt the stem for small "
                            "images (default: the checkpoint's choice, else when --img-size <= 32).",
                            panel=_MODEL)] = None,
-    seed: Annotated[Optional[int], _opt("--seed", help="Seed of model init, shuffling and augmentation.",
+    seed: Annotated[Optional[int], _opt("--seed", parser=seed_value, metavar="INT", help="Seed of model init, shuffling and augmentation.",
                     panel=_MODEL)] = None,
     recipe: Annotated[Optional[str], _opt("--recipe", help="Published settings: resnet50-paper | "
                       "convnext_base-paper; options given next to it override it.", panel=_TRAIN)] = None,
     opt: Annotated[Optional[str], _opt("--opt", help="sgd (momentum 0.9) | adamw.", panel=_TRAIN)] = None,
-    lr: Annotated[Optional[float], _opt("--lr", help="Peak learning rate (default 0.01).", panel=_TRAIN)] = None,
-    wd: Annotated[Optional[float], _opt("--wd", help="Weight decay, on all parameters (default 0.01).",
+    lr: Annotated[Optional[float], _opt("--lr", parser=finite_float(min=0.0), metavar="FLOAT", help="Peak learning rate (default 0.01).", panel=_TRAIN)] = None,
+    wd: Annotated[Optional[float], _opt("--wd", parser=finite_float(min=0.0), metavar="FLOAT", help="Weight decay, on all parameters (default 0.01).",
                   panel=_TRAIN)] = None,
     epochs: Annotated[Optional[int], _opt("--epochs", min=1, help="Epochs (default 10).", panel=_TRAIN)] = None,
     batch_size: Annotated[Optional[int], _opt("--batch-size", min=1, help="Batch size (default 96).",
                           panel=_TRAIN)] = None,
     warmup_epochs: Annotated[Optional[int], _opt("--warmup-epochs", min=0, help="Linear warm-up before the cosine "
                              "schedule (default 0).", panel=_TRAIN)] = None,
-    clip_grad: Annotated[Optional[float], _opt("--clip-grad", help="Clip the gradient norm (default: off; "
+    clip_grad: Annotated[Optional[float], _opt("--clip-grad", parser=finite_float(min=0.0), metavar="FLOAT", help="Clip the gradient norm (default: off; "
                          "recipes: 5).", panel=_TRAIN)] = None,
-    label_smoothing: Annotated[Optional[float], _opt("--label-smoothing", min=0, max=1, help="Default 0.",
+    label_smoothing: Annotated[Optional[float], _opt("--label-smoothing", parser=finite_float(min=0.0, max=1.0), metavar="FLOAT", help="Default 0.",
                                panel=_TRAIN)] = None,
     hflip: Annotated[Optional[bool], _opt("--hflip/--no-hflip", help="Random horizontal flips (default on).",
                      panel=_TRAIN)] = None,
-    crop_padding: Annotated[Optional[int], _opt("--crop-padding", min=0, help="Random crops after zero padding "
+    crop_padding: Annotated[Optional[int], _opt("--crop-padding", min=0, max=MAX_CROP_PADDING, help="Random crops after zero padding "
                             "by this many pixels (default 4; 0: no crops).", panel=_TRAIN)] = None,
     save_model: Annotated[Optional[str], _opt("--save-model", help="Weights -o keeps: last | best (best "
                           "validation accuracy; needs --val-size).", panel=_TRAIN)] = None,
-    device: Annotated[Optional[str], _opt("--device", help="auto | cpu | cuda[:N].", panel=_SPEED)] = None,
+    device: Annotated[Optional[str], _opt("--device", parser=device_name, help="auto | cpu | cuda[:N].", panel=_SPEED)] = None,
     amp: Annotated[Optional[bool], _opt("--amp/--no-amp", help="bf16 autocast on CUDA (default on).",
                    panel=_SPEED)] = None,
     channels_last: Annotated[Optional[bool], _opt("--channels-last/--no-channels-last", help="channels_last "
@@ -87,13 +88,13 @@ def finetune_command(
     compile: Annotated[Optional[bool], _opt("--compile", help="torch.compile the model.", panel=_SPEED)] = None,
     deterministic: Annotated[Optional[bool], _opt("--deterministic/--no-deterministic", help="Deterministic "
                              "algorithms (default: on CPU only).", panel=_SPEED)] = None,
-    output: Annotated[Optional[str], _opt("--output", "-o", help="Fine-tuned weights (.safetensors).",
+    output: Annotated[Optional[str], _opt("--output", "-o", callback=output_path, help="Fine-tuned weights (.safetensors).",
                       panel=_OUT)] = None,
-    metrics: Annotated[Optional[str], _opt("--metrics", help="Final metrics as JSON.", panel=_OUT)] = None,
-    log: Annotated[Optional[str], _opt("--log", help="One JSON line per epoch.", panel=_OUT)] = None,
+    metrics: Annotated[Optional[str], _opt("--metrics", callback=output_path, help="Final metrics as JSON.", panel=_OUT)] = None,
+    log: Annotated[Optional[str], _opt("--log", callback=output_path, help="One JSON line per epoch.", panel=_OUT)] = None,
     save_every: Annotated[Optional[int], _opt("--save-every", min=1, help="Save a resumable state every K epochs.",
                           panel=_OUT)] = None,
-    state: Annotated[Optional[str], _opt("--state", help="Resumable state file (default: OUT.state.pt).",
+    state: Annotated[Optional[str], _opt("--state", callback=output_path, help="Resumable state file (default: OUT.state.pt).",
                      panel=_OUT)] = None,
     resume: Annotated[Optional[bool], _opt("--resume", help="Continue the run saved in the state file.",
                       panel=_OUT)] = None,

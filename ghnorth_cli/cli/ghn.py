@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ghnorth_cli.cli.app import app
-from ghnorth_cli.cli.options import JsonOption
+from ghnorth_cli.cli.options import JsonOption, output_path
 
 _logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def download_command(
 @ghn_app.command("convert")
 def convert_command(
     source: Annotated[str, typer.Argument(help="GHN file: released .pt (or a ghnorth .safetensors).")],
-    dest: Annotated[str, typer.Argument(help="Output .safetensors file (written atomically).")],
+    dest: Annotated[str, typer.Argument(callback=output_path, help="Output .safetensors file (written atomically).")],
 ) -> None:
     """Convert a released GHN (.pt) to ghnorth's safetensors format (config in the metadata)."""
     from ghnorth_cli.ghn.io import convert_ghn

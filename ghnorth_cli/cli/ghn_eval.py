@@ -11,7 +11,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ghnorth_cli.cli.ghn import ghn_app
-from ghnorth_cli.cli.options import JsonOption
+from ghnorth_cli.cli.options import JsonOption, device_name, seed_value
+from ghnorth_cli.limits import MAX_IMG_SIZE
 
 
 def _table(rows: list[dict[str, Any]]) -> list[str]:
@@ -36,14 +37,14 @@ def eval_command(
     data_dir: Annotated[Optional[str], typer.Option("--data-dir", help="Where the dataset lives.")] = None,
     classes: Annotated[Optional[str], typer.Option("--classes", help="Test classes, e.g. 0-4 (default: the "
                        "GHN's training classes).")] = None,
-    img_size: Annotated[Optional[int], typer.Option("--img-size", min=8, help="Input size (default: the GHN's "
+    img_size: Annotated[Optional[int], typer.Option("--img-size", min=8, max=MAX_IMG_SIZE, help="Input size (default: the GHN's "
                         "training size, else 32).")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Use only the first N test images.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=2, help="Test batch size (batch norm uses "
                           "each batch's statistics).")] = 256,
-    seed: Annotated[int, typer.Option("--seed", help="Init seed of the parameters the GHN does not predict "
+    seed: Annotated[int, typer.Option("--seed", parser=seed_value, metavar="INT", help="Init seed of the parameters the GHN does not predict "
                     "(named models).")] = 0,
-    device: Annotated[str, typer.Option("--device", help="cpu | cuda[:N] | auto.")] = "auto",
+    device: Annotated[str, typer.Option("--device", parser=device_name, help="cpu | cuda[:N] | auto.")] = "auto",
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch.")] = None,
     json_output: JsonOption = False,
 ) -> None:

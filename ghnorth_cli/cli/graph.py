@@ -8,12 +8,12 @@ from typing import Annotated, Optional
 import typer
 
 from ghnorth_cli.cli.app import app
-from ghnorth_cli.cli.options import ArchOption, ImgSizeOption, NumClassesOption
+from ghnorth_cli.cli.options import ArchOption, ImgSizeOption, NumClassesOption, output_path
 
 _logger = logging.getLogger(__name__)
 
 GraphOutputOption = Annotated[
-    str, typer.Option("--output", "-o", metavar="FILE", help="Output file: .svg, .png, .dot or .json "
+    str, typer.Option("--output", "-o", metavar="FILE", callback=output_path, help="Output file: .svg, .png, .dot or .json "
                       "(the graph itself); '-' writes to stdout (with --format).")
 ]
 FormatOption = Annotated[

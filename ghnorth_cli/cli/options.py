@@ -9,6 +9,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from ghnorth_cli.limits import MAX_IMG_SIZE, MAX_NUM_CLASSES
+
 # --- option values that make sense, checked by the option's type ------------------------------------
 
 #: ``torch.manual_seed`` takes any 64-bit value, signed or unsigned.
@@ -87,11 +89,11 @@ OptionalArchOption = Annotated[
     typer.Option("--arch", "-a", help="Model the checkpoint holds (needed for files without ghnorth metadata)."),
 ]
 NumClassesOption = Annotated[
-    Optional[int], typer.Option("--num-classes", min=1, help="Classifier outputs (default: the model's own).")
+    Optional[int], typer.Option("--num-classes", min=1, max=MAX_NUM_CLASSES, help="Classifier outputs (default: the model's own).")
 ]
 ImgSizeOption = Annotated[
     Optional[int],
-    typer.Option("--img-size", min=8, help="Input size in pixels (default: the model's own); 32 or less adapts the stem."),
+    typer.Option("--img-size", min=8, max=MAX_IMG_SIZE, help="Input size in pixels (default: the model's own); 32 or less adapts the stem."),
 ]
 SeedOption = Annotated[int, typer.Option("--seed", parser=seed_value, metavar="INT",
                                          help="Seed for everything random in this step.")]

@@ -23,6 +23,8 @@ from ghnorth_cli.cli.options import (
     OptionalArchOption,
     OutputOption,
     SeedOption,
+    finite_float,
+    output_path,
 )
 
 _logger = logging.getLogger(__name__)
@@ -36,7 +38,7 @@ PresetOption = Annotated[
 ]
 BetaOption = Annotated[
     Optional[float],
-    typer.Option("--beta", help="Noise scale: noise std = beta x std of the layer's correlation values (0 = off)."),
+    typer.Option("--beta", parser=finite_float(min=0.0), metavar="FLOAT", help="Noise scale: noise std = beta x std of the layer's correlation values (0 = off)."),
 ]
 OrthFromOption = Annotated[
     Optional[int],
@@ -49,7 +51,7 @@ NoiseLayersOption = Annotated[
                  "default) or from-orth (the reference code: only the re-initialized layers)."),
 ]
 ReportOption = Annotated[
-    Optional[Path], typer.Option("--report", metavar="FILE", help="Also write the JSON report to FILE.")
+    Optional[Path], typer.Option("--report", metavar="FILE", callback=output_path, help="Also write the JSON report to FILE.")
 ]
 
 

@@ -17,6 +17,7 @@ from ghnorth_cli.cli.options import (
     NumClassesOption,
     OutputOption,
     SeedOption,
+    device_name,
 )
 
 _logger = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ ClassifierOption = Annotated[
     typer.Option("--classifier", help="auto: predict the classification layer only when the GHN has as many "
                  "classes as the model (else keep its init, the paper's fine-tuning protocol); predict; keep."),
 ]
-DeviceOption = Annotated[str, typer.Option("--device", help="Where the GHN runs: cpu, cuda, cuda:1, ...")]
+DeviceOption = Annotated[str, typer.Option("--device", parser=device_name, help="Where the GHN runs: cpu, cuda, cuda:1, ...")]
 ReportOption = Annotated[bool, typer.Option("--report", help="Print a coverage table: what was predicted, what was not.")]
 
 

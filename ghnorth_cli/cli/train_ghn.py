@@ -9,7 +9,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ghnorth_cli.cli.app import app
-from ghnorth_cli.cli.options import JsonOption
+from ghnorth_cli.cli.options import JsonOption, device_name, finite_float, output_path, seed_value
+from ghnorth_cli.limits import MAX_GHN_HID, MAX_IMG_SIZE
 
 _DATA, _ARCHS, _TRAIN, _GHN, _RUN = "Data", "Architectures", "Training", "GHN size", "Run"
 
@@ -51,7 +52,7 @@ class StepPrinter:
 
 @app.command("train-ghn")
 def train_ghn_command(
-    output: Annotated[str, _opt("--output", "-o", help="The GHN file to write (.safetensors); a state file "
+    output: Annotated[str, _opt("--output", "-o", callback=output_path, help="The GHN file to write (.safetensors); a state file "
                       "OUTPUT.state.pt next to it makes --resume possible.", panel=_RUN)],
     data: Annotated[str, _opt("--data", help="cifar10 | cifar100 | fashion-mnist | imagefolder:PATH.",
                     panel=_DATA)] = "fashion-mnist",
@@ -70,27 +71,27 @@ def train_ghn_command(
     meta_batch: Annotated[int, _opt("--meta-batch", min=1, help="Architectures per step.", panel=_TRAIN)] = 4,
     batch_size: Annotated[int, _opt("--batch-size", min=2, help="Images per step (every architecture of a step "
                           "sees the same batch).", panel=_TRAIN)] = 64,
-    lr: Annotated[float, _opt("--lr", help="AdamW peak learning rate.", panel=_TRAIN)] = 1e-3,
-    wd: Annotated[float, _opt("--wd", help="AdamW weight decay.", panel=_TRAIN)] = 1e-5,
+    lr: Annotated[float, _opt("--lr", parser=finite_float(min=0.0), metavar="FLOAT", help="AdamW peak learning rate.", panel=_TRAIN)] = 1e-3,
+    wd: Annotated[float, _opt("--wd", parser=finite_float(min=0.0), metavar="FLOAT", help="AdamW weight decay.", panel=_TRAIN)] = 1e-5,
     schedule: Annotated[str, _opt("--schedule", help="cosine | step (x0.1 at 50% and 75%) | constant.",
                         panel=_TRAIN)] = "cosine",
     warmup: Annotated[int, _opt("--warmup", min=0, help="Linear warm-up steps.", panel=_TRAIN)] = 0,
-    grad_clip: Annotated[float, _opt("--grad-clip", min=0, help="Clip the gradient norm (0: off).",
+    grad_clip: Annotated[float, _opt("--grad-clip", parser=finite_float(min=0.0), metavar="FLOAT", help="Clip the gradient norm (0: off).",
                          panel=_TRAIN)] = 5.0,
-    seed: Annotated[int, _opt("--seed", help="Seed of the GHN's init, the architectures, batches and "
+    seed: Annotated[int, _opt("--seed", parser=seed_value, metavar="INT", help="Seed of the GHN's init, the architectures, batches and "
                     "augmentation.", panel=_TRAIN)] = 0,
-    img_size: Annotated[int, _opt("--img-size", min=32, help="Input size the GHN trains at.", panel=_GHN)] = 32,
-    hid: Annotated[int, _opt("--hid", min=4, help="GHN hidden size.", panel=_GHN)] = 32,
+    img_size: Annotated[int, _opt("--img-size", min=32, max=MAX_IMG_SIZE, help="Input size the GHN trains at.", panel=_GHN)] = 32,
+    hid: Annotated[int, _opt("--hid", min=4, max=MAX_GHN_HID, help="GHN hidden size.", panel=_GHN)] = 32,
     max_shape: Annotated[str, _opt("--max-shape", help="Largest tensor the GHN decodes before tiling "
                          "(out,in,h,w).", panel=_GHN)] = "64,64,7,7",
-    device: Annotated[str, _opt("--device", help="auto (CUDA if available) | cpu | cuda[:N].", panel=_RUN)] = "auto",
+    device: Annotated[str, _opt("--device", parser=device_name, help="auto (CUDA if available) | cpu | cuda[:N].", panel=_RUN)] = "auto",
     amp: Annotated[bool, _opt("--amp/--no-amp", help="bf16 autocast on CUDA.", panel=_RUN)] = True,
     threads: Annotated[Optional[int], _opt("--threads", min=1, help="CPU threads for torch (1 is often fastest "
                        "for these small models on a busy machine).", panel=_RUN)] = None,
     save_every: Annotated[int, _opt("--save-every", min=1, help="Write the state and the GHN file every N "
                           "steps.", panel=_RUN)] = 100,
     resume: Annotated[bool, _opt("--resume", help="Continue from OUTPUT.state.pt.", panel=_RUN)] = False,
-    log: Annotated[Optional[str], _opt("--log", help="Append one JSON line per --log-every steps here.",
+    log: Annotated[Optional[str], _opt("--log", callback=output_path, help="Append one JSON line per --log-every steps here.",
                    panel=_RUN)] = None,
     log_every: Annotated[int, _opt("--log-every", min=1, help="Log and progress interval.", panel=_RUN)] = 10,
     json_output: JsonOption = False,
