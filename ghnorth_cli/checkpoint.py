@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import struct
-import sys
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -29,9 +28,10 @@ import torch
 from torch import nn
 
 from ghnorth_cli._version import __version__
-from ghnorth_cli.errors import CheckpointError
+from ghnorth_cli.errors import CheckpointError, ModelResolutionError
 from ghnorth_cli.files import STDIO, write_bytes_atomic  # noqa: F401  (re-exported)
-from ghnorth_cli.models import ModelSpec, model_shapes, resolve_spec, weight_layer_names
+from ghnorth_cli.metadata import decode_metadata, read_safetensors
+from ghnorth_cli.models import ModelSpec, model_shapes, resolve_name, resolve_spec, weight_layer_names
 
 FORMAT = "ghnorth.checkpoint"
 FORMAT_VERSION = "1"
@@ -64,50 +64,6 @@ class Checkpoint:
 # --- reading -----------------------------------------------------------------------------------
 
 
-def _read_bytes(path: str | Path) -> tuple[bytes, str]:
-    if str(path) == STDIO:
-        return sys.stdin.buffer.read(), "<stdin>"
-    p = Path(path)
-    if not p.exists():
-        raise CheckpointError(f"{p}: no such file")
-    if p.is_dir():
-        raise CheckpointError(f"{p}: is a directory, not a checkpoint file")
-    try:
-        return p.read_bytes(), str(p)
-    except OSError as exc:
-        raise CheckpointError(f"{p}: cannot read: {exc.strerror or exc}") from None
-
-
-def _parse_header(data: bytes, name: str) -> dict[str, Any]:
-    """Validate the safetensors framing so that bad files give one clear message."""
-    if not data:
-        raise CheckpointError(f"{name}: empty file, not a safetensors checkpoint")
-    if len(data) < 8:
-        raise CheckpointError(f"{name}: not a safetensors file (only {len(data)} bytes)")
-    (size,) = struct.unpack("<Q", data[:8])
-    if size > len(data) - 8:
-        raise CheckpointError(f"{name}: not a safetensors file, or truncated (header of {size} bytes "
-                              f"in a {len(data)}-byte file)")
-    try:
-        header = json.loads(data[8 : 8 + size])
-        if not isinstance(header, dict):
-            raise ValueError("header is not a JSON object")
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise CheckpointError(f"{name}: not a safetensors file (bad header: {exc})") from None
-    ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
-    body = len(data) - 8 - size
-    if ends and max(ends) > body:
-        raise CheckpointError(f"{name}: truncated safetensors file ({body} of {max(ends)} data bytes)")
-    return header
-
-
-def _decode_json(metadata: Mapping[str, str], key: str, name: str) -> Any:
-    try:
-        return json.loads(metadata[key])
-    except (KeyError, ValueError) as exc:
-        raise CheckpointError(f"{name}: corrupt ghnorth metadata {key!r}: {exc}") from None
-
-
 def read_checkpoint(
     path: str | Path,
     *,
@@ -118,14 +74,16 @@ def read_checkpoint(
 ) -> Checkpoint:
     """Read a checkpoint (``"-"`` = stdin); a file without ghnorth metadata needs ``arch``.
 
-    When ``arch`` is given, the tensors must fit that model exactly. With ``require_spec=False``
-    a plain safetensors file is returned as it is (``spec`` None, the file's own tensor order).
+    The header and every ``ghnorth.*`` key are validated first (:mod:`ghnorth_cli.metadata`); then
+    the tensors must fit the model the file names (or ``arch``, ``num_classes``, ``img_size`` when
+    given) exactly, in that model's order. With ``require_spec=False`` a plain safetensors file is
+    returned as it is (``spec`` None, the file's own tensor order). Raises :class:`CheckpointError`.
     """
     from safetensors.torch import load as load_safetensors
 
-    data, name = _read_bytes(path)
-    header = _parse_header(data, name)
+    data, header, name = read_safetensors(path)
     metadata = dict(header.get("__metadata__") or {})
+    decoded = decode_metadata(metadata, name)
     try:
         tensors = load_safetensors(data)
     except Exception as exc:  # safetensors raises its own error types
@@ -134,7 +92,7 @@ def read_checkpoint(
     del data
 
     ghnorth = metadata.get("format") == FORMAT
-    spec = ModelSpec.from_dict(_decode_json(metadata, "ghnorth.model", name)) if ghnorth else None
+    spec = _stored_spec(decoded, tensors, name) if ghnorth else None
     if arch is not None:
         spec = _spec_for(arch, tensors, num_classes=num_classes, img_size=img_size, base=spec)
     elif spec is None and not require_spec:
@@ -146,20 +104,38 @@ def read_checkpoint(
         spec = _spec_for(spec.arch, tensors, num_classes=num_classes or spec.num_classes,
                          img_size=img_size or spec.img_size, base=spec)
 
+    shapes = model_shapes(spec)
+    check_shapes(shapes, tensors, what=f"{name} does not fit {spec.arch} ({spec.num_classes} classes, "
+                                      f"{spec.img_size}px)")
     if ghnorth:
-        order = list(_decode_json(metadata, "ghnorth.order", name))
-        history = list(_decode_json(metadata, "ghnorth.history", name))
-        if sorted(order) != sorted(tensors):
-            raise CheckpointError(f"{name}: metadata order does not list the file's tensors")
+        order, history = decoded["ghnorth.order"], decoded["ghnorth.history"]
+        if order != list(shapes):
+            raise CheckpointError(f"{name}: corrupt ghnorth metadata 'ghnorth.order': not {spec.arch}'s module order")
     else:
-        shapes = model_shapes(spec)
-        order = [k for k in shapes if k in tensors] + [k for k in tensors if k not in shapes]
-        history = []
-    if arch is not None:
-        check_shapes(model_shapes(spec), tensors, what=f"{name} does not fit {spec.arch}")
+        order, history = list(shapes), []
     ordered = {k: tensors[k] for k in order}
     return Checkpoint(tensors=ordered, spec=spec, order=order, history=history, metadata=metadata,
                       sha256=sha, source=name)
+
+
+def _stored_spec(decoded: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], name: str) -> ModelSpec:
+    """The model a ghnorth checkpoint names, its metadata checked against the schema and its tensors."""
+    version = decoded.get("ghnorth.format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{name}: ghnorth checkpoint format {version!r}; this ghnorth reads format "
+                              f"{FORMAT_VERSION}")
+    missing = [k for k in ("ghnorth.model", "ghnorth.order", "ghnorth.history") if k not in decoded]
+    if missing:
+        raise CheckpointError(f"{name}: ghnorth checkpoint without {', '.join(missing)}")
+    try:
+        spec = ModelSpec.from_dict(decoded["ghnorth.model"])
+        if resolve_name(spec.arch) != (spec.source, spec.name):
+            raise ModelResolutionError(f"{spec.arch} resolves to another model")
+    except ModelResolutionError as exc:
+        raise CheckpointError(f"{name}: corrupt ghnorth metadata 'ghnorth.model': {exc}") from None
+    if sorted(decoded["ghnorth.order"]) != sorted(tensors):
+        raise CheckpointError(f"{name}: metadata order does not list the file's tensors")
+    return spec
 
 
 def _spec_for(arch: str, tensors: Mapping[str, torch.Tensor], *, num_classes: int | None,

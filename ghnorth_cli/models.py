@@ -37,17 +37,32 @@ class ModelSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelSpec":
-        try:
-            return cls(
-                source=str(data["source"]),
-                name=str(data["name"]),
-                num_classes=int(data["num_classes"]),
-                img_size=int(data["img_size"]),
-                small_input=bool(data["small_input"]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelResolutionError(f"invalid model spec {data!r}: {exc}") from None
+    def from_dict(cls, data: Any) -> "ModelSpec":
+        """Decode :meth:`to_dict` output, strictly: exact JSON types, sizes within :mod:`ghnorth_cli.limits`.
+
+        Raises :class:`ModelResolutionError` for a missing or unknown field, a wrong type (``"false"``
+        is not a bool, ``3.0`` not an int) or a value out of range.
+        """
+        from ghnorth_cli.limits import MAX_IMG_SIZE, MAX_NUM_CLASSES
+
+        if not isinstance(data, dict):
+            raise ModelResolutionError(f"invalid model spec {data!r}: not an object")
+        fields = {"source": str, "name": str, "num_classes": int, "img_size": int, "small_input": bool}
+        unknown, missing = sorted(set(data) - set(fields)), sorted(set(fields) - set(data))
+        if unknown or missing:
+            raise ModelResolutionError(f"invalid model spec: missing {missing}, unknown {unknown}")
+        for key, kind in fields.items():
+            if type(data[key]) is not kind:
+                raise ModelResolutionError(f"invalid model spec: {key} must be a JSON {kind.__name__}, "
+                                           f"got {data[key]!r}")
+        if data["source"] not in SOURCES or not data["name"]:
+            raise ModelResolutionError(f"invalid model spec: unknown model {data['source']}:{data['name']}")
+        if not 1 <= data["num_classes"] <= MAX_NUM_CLASSES:
+            raise ModelResolutionError(f"invalid model spec: num_classes {data['num_classes']} is not within "
+                                       f"1..{MAX_NUM_CLASSES}")
+        if not 8 <= data["img_size"] <= MAX_IMG_SIZE:
+            raise ModelResolutionError(f"invalid model spec: img_size {data['img_size']} is not within 8..{MAX_IMG_SIZE}")
+        return cls(**data)
 
 
 @functools.lru_cache(maxsize=1)
@@ -128,10 +143,12 @@ def resolve_spec(
     """Resolve an ``--arch`` value plus optional overrides to a :class:`ModelSpec`."""
     source, name = resolve_name(arch)
     default_classes, default_size = _default_io(source, name)
-    if num_classes is not None and num_classes < 1:
-        raise ModelResolutionError(f"--num-classes must be positive, got {num_classes}")
-    if img_size is not None and img_size < 8:
-        raise ModelResolutionError(f"--img-size must be at least 8, got {img_size}")
+    from ghnorth_cli.limits import MAX_IMG_SIZE, MAX_NUM_CLASSES
+
+    if num_classes is not None and not 1 <= num_classes <= MAX_NUM_CLASSES:
+        raise ModelResolutionError(f"--num-classes must be within 1..{MAX_NUM_CLASSES}, got {num_classes}")
+    if img_size is not None and not 8 <= img_size <= MAX_IMG_SIZE:
+        raise ModelResolutionError(f"--img-size must be within 8..{MAX_IMG_SIZE}, got {img_size}")
     size = img_size or default_size
     return ModelSpec(
         source=source,

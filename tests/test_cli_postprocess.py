@@ -111,7 +111,7 @@ def test_reproduces_the_reference_fixture_through_the_cli(cli, parity_dir, tmp_p
 @pytest.mark.parametrize(
     ("options", "fragments"),
     [
-        (["--beta", "-0.1"], ["--beta must be >= 0"]),
+        (["--beta", "-0.1"], ["--beta", "minimum 0"]),
         (["--orth-from", "17"], ["orth-from 17", "16 layers"]),
         (["--orth-from", "16"], ["classifier"]),
         (["--orth-from", "0"], ["1-based"]),
