@@ -179,3 +179,16 @@ def decode_metadata(metadata: Mapping[str, str], name: str) -> dict[str, Any]:
         if not all(isinstance(k, str) for k in order) or len(set(order)) != len(order):
             raise _fail(name, "corrupt ghnorth metadata 'ghnorth.order': expected distinct tensor names")
     return decoded
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The decoded ``ghnorth.*`` keys of a safetensors file, reading only its header (see :func:`decode_metadata`)."""
+    p = Path(path)
+    try:
+        with p.open("rb") as f:
+            file_size = p.stat().st_size if p.is_file() else None
+            size = header_size(_read_exact(f, 8), str(p), file_size=file_size)
+            header, _ = parse_header(_read_exact(f, size), str(p))
+    except OSError as exc:
+        raise _fail(str(p), f"cannot read: {exc.strerror or exc}") from None
+    return decode_metadata(header.get("__metadata__") or {}, str(p))

@@ -99,10 +99,9 @@ def _init_applies(init, arch: str) -> bool:
     """A checkpoint init serves only the architecture it holds (files without metadata serve all)."""
     if init.kind != "checkpoint":
         return True
-    from safetensors import safe_open
+    from ghnorth_cli.metadata import read_metadata
 
-    with safe_open(init.source, framework="pt") as f:
-        model = json.loads((f.metadata() or {}).get("ghnorth.model", "null"))
+    model = read_metadata(init.source).get("ghnorth.model")
     if model is None:
         return True
     held = model.get("name")

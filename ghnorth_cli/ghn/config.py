@@ -11,9 +11,13 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from ghnorth_cli.errors import GhnorthError
+from ghnorth_cli.limits import MAX_GHN_HID, MAX_GHN_LAYERS, MAX_GHN_SHAPE, MAX_NUM_CLASSES
 
 # Keys of the released files' ``config`` that do not change the network (accepted and dropped).
 _IGNORED_KEYS = frozenset({"debug_level"})
+
+_TYPE_NAMES = {"int": "an integer", "bool": "true or false", "str": "a string",
+               "tuple[int, int, int, int]": "a list of 4 integers"}
 
 #: ``hypernet`` of each GHN family: GHN-2's gated GNN, GHN-3's Graphormer-style transformer.
 HYPERNETS = ("gatedgnn", "transformer")
@@ -45,9 +49,16 @@ class GHNConfig:
     heads: int = 8
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "max_shape", tuple(int(s) for s in self.max_shape))
+        self._check_types()
+        object.__setattr__(self, "max_shape", tuple(self.max_shape))
         if len(self.max_shape) != 4 or min(self.max_shape) < 1:
             raise GHNConfigError(f"GHN max_shape must be 4 positive sizes, got {self.max_shape}")
+        if any(s > bound for s, bound in zip(self.max_shape, MAX_GHN_SHAPE)):
+            raise GHNConfigError(f"GHN max_shape {self.max_shape} exceeds the limit {MAX_GHN_SHAPE}")
+        if self.hid > MAX_GHN_HID or self.num_classes > MAX_NUM_CLASSES or self.layers > MAX_GHN_LAYERS:
+            raise GHNConfigError(f"GHN config too large: hid {self.hid} (limit {MAX_GHN_HID}), num_classes "
+                                 f"{self.num_classes} (limit {MAX_NUM_CLASSES}), layers {self.layers} "
+                                 f"(limit {MAX_GHN_LAYERS})")
         if self.max_shape[2] != self.max_shape[3]:
             raise GHNConfigError(f"GHN max_shape must have a square kernel, got {self.max_shape}")
         if self.hid < 4 or self.hid % 4:
@@ -63,6 +74,17 @@ class GHNConfig:
         if self.is_ghn3 and (self.layers < 1 or self.heads < 1 or self.hid % self.heads):
             raise GHNConfigError(f"GHN layers and heads must be positive with hid divisible by heads, "
                                  f"got layers={self.layers}, heads={self.heads}, hid={self.hid}")
+
+    def _check_types(self) -> None:
+        """Exact types, so that a config read from a file never means something else (``"no"`` is not False)."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "max_shape":
+                ok = isinstance(value, (list, tuple)) and all(type(v) is int for v in value)
+            else:
+                ok = type(value) is {"int": int, "bool": bool, "str": str}[str(f.type)]
+            if not ok:
+                raise GHNConfigError(f"GHN config {f.name} must be {_TYPE_NAMES[str(f.type)]}, got {value!r}")
 
     @property
     def is_ghn3(self) -> bool:
@@ -84,8 +106,10 @@ class GHNConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "GHNConfig":
+    def from_dict(cls, data: Any) -> "GHNConfig":
         """Build from a released file's ``config`` or from :meth:`to_dict`; unknown keys are an error."""
+        if not isinstance(data, dict):
+            raise GHNConfigError(f"GHN config must be a map, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known - _IGNORED_KEYS)
         if unknown:

@@ -22,6 +22,8 @@ import torch
 from ghnorth_cli._version import __version__
 from ghnorth_cli.errors import GhnorthError
 from ghnorth_cli.ghn.config import GHNConfig, GHNConfigError
+from ghnorth_cli.limits import MAX_STREAM_BYTES
+from ghnorth_cli.metadata import decode_metadata, header_size, parse_header, read_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -74,36 +76,54 @@ def _read_released(data: bytes, name: str) -> tuple[dict[str, Any], dict[str, to
     if not isinstance(obj, dict) or "state_dict" not in obj or "config" not in obj:
         keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
         raise GHNFileError(f"{name}: not a GHN checkpoint: expected 'state_dict' and 'config', found {keys}")
-    meta = {"epoch": obj["epoch"]} if isinstance(obj.get("epoch"), int) else {}
-    return dict(obj["config"]), dict(obj["state_dict"]), meta
+    config, state = obj["config"], obj["state_dict"]
+    if not isinstance(config, dict) or not isinstance(state, dict):
+        raise GHNFileError(f"{name}: not a GHN checkpoint: 'config' and 'state_dict' must be dictionaries")
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise GHNFileError(f"{name}: not a GHN checkpoint: 'state_dict' holds something other than named tensors")
+    meta = {"epoch": obj["epoch"]} if type(obj.get("epoch")) is int else {}
+    return dict(config), dict(state), meta
 
 
 def _read_safetensors(data: bytes, name: str) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
     from safetensors.torch import load as load_safetensors
 
-    (size,) = struct.unpack("<Q", data[:8])
-    try:
-        header = json.loads(data[8 : 8 + size])
-        tensors = load_safetensors(data)
-    except Exception as exc:  # safetensors raises its own error types
-        raise GHNFileError(f"{name}: unreadable safetensors file: {exc}") from None
+    size = header_size(data[:8], name, file_size=len(data))
+    header, body = parse_header(data[8 : 8 + size], name)
+    if body > len(data) - 8 - size:
+        raise GHNFileError(f"{name}: truncated safetensors file ({len(data) - 8 - size} of {body} data bytes)")
     metadata = header.get("__metadata__") or {}
+    decoded = decode_metadata(metadata, name)
     if metadata.get("format") != FORMAT or CONFIG_KEY not in metadata:
         raise GHNFileError(f"{name}: a safetensors file without a GHN config ({CONFIG_KEY!r}); "
                            "convert a released GHN with `ghnorth ghn convert IN.pt OUT.safetensors`")
     try:
-        config = json.loads(metadata[CONFIG_KEY])
-        source = json.loads(metadata.get(SOURCE_KEY, "{}"))
-    except ValueError as exc:
-        raise GHNFileError(f"{name}: corrupt GHN metadata: {exc}") from None
-    return config, dict(tensors), source
+        tensors = load_safetensors(data)
+    except Exception as exc:  # safetensors raises its own error types
+        raise GHNFileError(f"{name}: unreadable safetensors file: {exc}") from None
+    return decoded[CONFIG_KEY], dict(tensors), decoded.get(SOURCE_KEY, {})
+
+
+def _read_bytes(p: Path) -> bytes:
+    """A GHN file's bytes; a pipe or device is read only when it starts like a GHN file, and bounded."""
+    if p.is_file() or not p.exists():
+        return p.read_bytes()
+    with p.open("rb") as f:
+        prefix = f.read(8)
+        if _looks_like_torch_save(prefix):
+            data = prefix + f.read(MAX_STREAM_BYTES + 1)
+            if len(data) > MAX_STREAM_BYTES:
+                raise GHNFileError(f"{p}: more than {MAX_STREAM_BYTES} bytes; not a GHN file")
+            return data
+    data, _, _ = read_safetensors(p)  # checks the header as it reads
+    return data
 
 
 def read_ghn_file(path: str | Path) -> GHNFile:
     """Read a GHN file of either format (the format is told by the content, not the name)."""
     p = Path(path)
     try:
-        data = p.read_bytes()
+        data = _read_bytes(p)
     except FileNotFoundError:
         raise GHNFileError(f"{p}: no such GHN file") from None
     except IsADirectoryError:
@@ -126,18 +146,35 @@ def build_ghn(ghn_file: GHNFile, *, name: str, device: torch.device | str = "cpu
     """A :class:`~ghnorth_cli.ghn.network.GHN2` in eval mode with the file's weights."""
     from ghnorth_cli.ghn.network import GHN2, GHNInfo
 
+    _check_weights_fit(GHN2, ghn_file, name=name)
     ghn = GHN2(ghn_file.config)
-    missing, unexpected = _key_mismatch(ghn.state_dict(), ghn_file.state_dict)
-    if missing or unexpected:
-        detail = (f"missing {missing[:3]}" if missing else "") + (" " if missing and unexpected else "") + (
-            f"unexpected {unexpected[:3]}" if unexpected else "")
-        raise GHNFileError(f"{name}: weights do not fit a GHN-2 with its config: {detail}")
     try:
         ghn.load_state_dict(ghn_file.state_dict)
     except RuntimeError as exc:
         raise GHNFileError(f"{name}: weights do not fit a GHN-2 with its config: {exc}") from None
     ghn.info = GHNInfo(name=name, sha256=ghn_file.sha256)
     return ghn.to(device).eval()
+
+
+def _check_weights_fit(network_cls, ghn_file: GHNFile, *, name: str) -> None:
+    """The file's tensors against the network its config describes, built on the meta device first.
+
+    Nothing is allocated until names and shapes match, so a config that asks for a huge network
+    fails here (one line) instead of allocating gigabytes. Raises :class:`GHNFileError`.
+    """
+    with torch.device("meta"):
+        probe = network_cls(ghn_file.config)
+    expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+    missing, unexpected = _key_mismatch(expected, ghn_file.state_dict)
+    if missing or unexpected:
+        detail = (f"missing {missing[:3]}" if missing else "") + (" " if missing and unexpected else "") + (
+            f"unexpected {unexpected[:3]}" if unexpected else "")
+        raise GHNFileError(f"{name}: weights do not fit a GHN-2 with its config: {detail}")
+    for key, shape in expected.items():
+        got = tuple(ghn_file.state_dict[key].shape)
+        if got != shape:
+            raise GHNFileError(f"{name}: weights do not fit a GHN-2 with its config: {key} has shape "
+                               f"{list(got)}, the config says {list(shape)}")
 
 
 def _key_mismatch(expected: dict[str, Any], found: dict[str, Any]) -> tuple[list[str], list[str]]:

@@ -19,7 +19,7 @@ from typing import Any
 
 from ghnorth_cli._version import __version__
 from ghnorth_cli.ghn.config import GHNConfig
-from ghnorth_cli.ghn.io import CONFIG_KEY, FORMAT, FORMAT_VERSION, SOURCE_KEY, GHNFileError
+from ghnorth_cli.ghn.io import CONFIG_KEY, FORMAT, FORMAT_VERSION, SOURCE_KEY
 from ghnorth_cli.ghn.network import GHN2
 
 HISTORY_KEY = "ghnorth.history"
@@ -53,14 +53,10 @@ def write_ghn(path: str | Path, ghn: GHN2, *, history: Sequence[Mapping[str, Any
 
 def read_training_info(path: str | Path) -> dict[str, Any]:
     """The ``ghnorth.training`` header of a GHN file (empty for GHNs not trained by ghnorth)."""
-    from safetensors import safe_open
+    from ghnorth_cli.errors import CheckpointError
+    from ghnorth_cli.metadata import read_metadata
 
     try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = dict(f.metadata() or {})
-    except Exception:  # not safetensors (e.g. a released .pt): no training header
+        return read_metadata(path).get(TRAINING_KEY, {})
+    except CheckpointError:  # not safetensors (e.g. a released .pt): no training header
         return {}
-    try:
-        return json.loads(metadata.get(TRAINING_KEY, "{}"))
-    except ValueError:
-        raise GHNFileError(f"{path}: corrupt {TRAINING_KEY!r} header") from None
