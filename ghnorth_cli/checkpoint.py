@@ -71,8 +71,11 @@ def read_checkpoint(
     num_classes: int | None = None,
     img_size: int | None = None,
     require_spec: bool = True,
+    allow_nonfinite: bool = False,
 ) -> Checkpoint:
     """Read a checkpoint (``"-"`` = stdin); a file without ghnorth metadata needs ``arch``.
+
+    Tensors with NaN or Inf values are refused (naming the tensor) unless ``allow_nonfinite``.
 
     The header and every ``ghnorth.*`` key are validated first (:mod:`ghnorth_cli.metadata`); then
     the tensors must fit the model the file names (or ``arch``, ``num_classes``, ``img_size`` when
@@ -90,6 +93,8 @@ def read_checkpoint(
         raise CheckpointError(f"{name}: cannot decode safetensors data: {exc}") from None
     sha = hashlib.sha256(data).hexdigest()
     del data
+    if not allow_nonfinite:
+        check_finite(tensors, what=name)
 
     ghnorth = metadata.get("format") == FORMAT
     spec = _stored_spec(decoded, tensors, name) if ghnorth else None
@@ -149,6 +154,33 @@ def _spec_for(arch: str, tensors: Mapping[str, torch.Tensor], *, num_classes: in
     small = base.small_input if base is not None and img_size in (None, base.img_size) else None
     return resolve_spec(arch, num_classes=num_classes, img_size=img_size or (base.img_size if base else None),
                         small_input=small)
+
+
+# --- finite values -------------------------------------------------------------------------------
+
+
+def first_nonfinite(tensors: Mapping[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor holding NaN or Inf, or None."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and tensor.numel() and not bool(torch.isfinite(tensor).all()):
+            return name
+    return None
+
+
+def check_finite(tensors: Mapping[str, torch.Tensor], *, what: str) -> None:
+    """Raise :class:`CheckpointError` naming the first tensor with NaN or Inf values."""
+    bad = first_nonfinite(tensors)
+    if bad is not None:
+        t = tensors[bad]
+        nan, inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
+        raise CheckpointError(f"{what}: tensor {bad!r} holds non-finite values ({nan} NaN, {inf} Inf of {t.numel()})")
+
+
+def check_nonempty_layers(tensors: Mapping[str, torch.Tensor], order: Sequence[str], *, what: str) -> None:
+    """Raise :class:`CheckpointError` naming the first weight layer with no values (a zero in its shape)."""
+    for name in weight_layer_names([(n, tuple(tensors[n].shape)) for n in order]):
+        if tensors[name].numel() == 0:
+            raise CheckpointError(f"{what}: layer {name!r} has shape {list(tensors[name].shape)}, no values")
 
 
 # --- fitting tensors to a model -------------------------------------------------------------------
@@ -248,9 +280,13 @@ def checkpoint_metadata(*, spec: ModelSpec, order: Sequence[str], history: Seque
 def write_checkpoint(path: str | Path, tensors: Mapping[str, torch.Tensor], *, spec: ModelSpec,
                      order: Sequence[str], history: Sequence[Mapping[str, Any]],
                      extra: Mapping[str, Any] | None = None) -> None:
-    """Write a checkpoint atomically (temporary file, then rename); ``"-"`` writes to stdout."""
+    """Write a checkpoint atomically (temporary file, then rename); ``"-"`` writes to stdout.
+
+    Raises :class:`CheckpointError` naming the first tensor with NaN or Inf values: nothing is written.
+    """
     if sorted(order) != sorted(tensors):
         raise ValueError("order must list exactly the checkpoint's tensors")
+    check_finite(tensors, what=f"refusing to write {path}")
     metadata = checkpoint_metadata(spec=spec, order=order, history=history, extra=extra)
     write_bytes_atomic(path, serialize_safetensors({k: tensors[k] for k in order}, metadata=metadata))
 

@@ -92,9 +92,10 @@ def _print_table(label: str, source: str, stats) -> None:
 
 def _analyze_file(path: str, *, arch, num_classes, img_size):
     from ghnorth_cli.analysis import analyze_tensors
-    from ghnorth_cli.checkpoint import read_checkpoint
+    from ghnorth_cli.checkpoint import check_nonempty_layers, read_checkpoint
 
     ckpt = read_checkpoint(path, arch=arch, num_classes=num_classes, img_size=img_size, require_spec=False)
+    check_nonempty_layers(ckpt.tensors, _order(ckpt), what=ckpt.source)
     stats = analyze_tensors(ckpt.tensors, _order(ckpt))
     return ckpt, stats
 

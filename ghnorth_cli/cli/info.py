@@ -11,6 +11,8 @@ from ghnorth_cli.cli.options import InputArgument, JsonOption
 
 
 def _summary(ckpt) -> dict:
+    from ghnorth_cli.checkpoint import first_nonfinite
+
     n_params = sum(int(t.numel()) for t in ckpt.tensors.values())
     extra = {k: ckpt.extra(k) for k in ckpt.metadata if k.startswith("ghnorth.")
              and k not in ("ghnorth.order", "ghnorth.history", "ghnorth.model", "ghnorth.format_version",
@@ -26,6 +28,7 @@ def _summary(ckpt) -> dict:
         "numel": n_params,
         "weight_layers": len(ckpt.weight_layers()),
         "dtypes": sorted({str(t.dtype).removeprefix("torch.") for t in ckpt.tensors.values()}),
+        "nonfinite": first_nonfinite(ckpt.tensors),
         "history": ckpt.history,
         "extra": extra,
     }
@@ -45,6 +48,8 @@ def _print_text(info: dict) -> None:
              f"img_size={model['img_size']}  small_input={model['small_input']}")
     echo(f"tensors         {info['tensors']} ({info['numel']:,} values, {', '.join(info['dtypes'])})")
     echo(f"weight layers   {info['weight_layers']}")
+    if info["nonfinite"]:
+        echo(f"non-finite      {info['nonfinite']} holds NaN or Inf values (the first such tensor)")
     for key, value in info["extra"].items():
         text = json.dumps(value)
         echo(f"{key:<15} {text if len(text) < 200 else text[:197] + '...'}")
@@ -62,7 +67,7 @@ def info_command(path: InputArgument, as_json: JsonOption = False) -> None:
     """Print a checkpoint's model, tensors and provenance history."""
     from ghnorth_cli.checkpoint import read_checkpoint
 
-    info = _summary(read_checkpoint(path, require_spec=False))
+    info = _summary(read_checkpoint(path, require_spec=False, allow_nonfinite=True))
     if as_json:
         typer.echo(json.dumps(info, indent=2, default=str))
     else:

@@ -144,9 +144,13 @@ def read_ghn_file(path: str | Path) -> GHNFile:
 
 def build_ghn(ghn_file: GHNFile, *, name: str, device: torch.device | str = "cpu"):
     """A :class:`~ghnorth_cli.ghn.network.GHN2` in eval mode with the file's weights."""
+    from ghnorth_cli.checkpoint import first_nonfinite
     from ghnorth_cli.ghn.network import GHN2, GHNInfo
 
     _check_weights_fit(GHN2, ghn_file, name=name)
+    bad = first_nonfinite(ghn_file.state_dict)
+    if bad is not None:
+        raise GHNFileError(f"{name}: GHN weight {bad!r} holds NaN or Inf values")
     ghn = GHN2(ghn_file.config)
     try:
         ghn.load_state_dict(ghn_file.state_dict)
