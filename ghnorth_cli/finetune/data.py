@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ghnorth_cli.errors import GhnorthError
+from ghnorth_cli.limits import MAX_IMAGE_PIXELS
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +154,13 @@ def _cifar_split(path: Path, label_key: str) -> Split:
     batch = _read_cifar_pickle(path)
     if "data" not in batch or label_key not in batch:
         raise DatasetError(f"{path}: CIFAR batch without 'data' or '{label_key}'")
-    images = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-    labels = np.asarray(batch[label_key], dtype=np.int64)
+    try:
+        images = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        labels = np.asarray(batch[label_key], dtype=np.int64).reshape(-1)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise DatasetError(f"{path}: not a CIFAR batch file ({exc})") from None
+    if len(images) != len(labels):
+        raise DatasetError(f"{path}: {len(images)} CIFAR images but {len(labels)} labels")
     return Split(torch.from_numpy(images.copy()), torch.from_numpy(labels.copy()))
 
 
@@ -267,10 +273,13 @@ def _class_folders(split_dir: Path) -> list[Path]:
 def _read_image(path: Path, img_size: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     try:
         with Image.open(path) as img:
             rgb = img.convert("RGB").resize((img_size, img_size), Image.Resampling.BILINEAR)
-    except (OSError, UnidentifiedImageError) as exc:
+    except Image.DecompressionBombError:
+        raise DatasetError(f"{path}: image larger than {MAX_IMAGE_PIXELS} pixels; refusing to decode it") from None
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise DatasetError(f"{path}: cannot read image ({exc})") from None
     return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)
 
@@ -282,9 +291,13 @@ def _folder_split(split_dir: Path, classes: list[str], img_size: int) -> Split:
         if not class_dir.is_dir():
             continue
         for path in sorted(class_dir.iterdir()):
-            if path.suffix.lower() in IMAGE_SUFFIXES:
-                images.append(_read_image(path, img_size))
-                labels.append(label)
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            if not path.is_file():  # a FIFO or device named x.png would block or never end
+                log.warning("warning: skipping %s: not a regular file", path)
+                continue
+            images.append(_read_image(path, img_size))
+            labels.append(label)
     if not images:
         raise DatasetError(f"{split_dir}: no images found (one folder per class expected)")
     return Split(torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.int64))
