@@ -135,7 +135,7 @@ def test_interrupted_download_leaves_nothing(server, home: Path, monkeypatch) ->
     base, root, _ = server
     src = write_released_ghn(root / "tiny.pt")
 
-    def interrupted(response, out, progress) -> None:
+    def interrupted(response, out, progress, **limits) -> None:
         out.write(response.read(100))
         raise KeyboardInterrupt
 

@@ -160,6 +160,11 @@ def build_ghn(ghn_file: GHNFile, *, name: str, device: torch.device | str = "cpu
     return ghn.to(device).eval()
 
 
+def check_ghn_file(path: str | Path) -> None:
+    """Raise :class:`GHNFileError` unless ``path`` loads as a GHN whose weights fit its config (downloads use this)."""
+    build_ghn(read_ghn_file(path), name=str(path))
+
+
 def _check_weights_fit(network_cls, ghn_file: GHNFile, *, name: str) -> None:
     """The file's tensors against the network its config describes, built on the meta device first.
 

@@ -161,6 +161,7 @@ def resolve_ghn(spec: str | None = None, *, registry: Mapping[str, PretrainedGHN
 def _fetch(url: str, dest: Path, *, git_blob: str | None, name: str, progress: bool) -> Path:
     """The cached file, downloading it first when absent."""
     from ghnorth_cli.ghn.download import DownloadError, download
+    from ghnorth_cli.ghn.io import check_ghn_file
 
     if dest.is_file():
         _check_cached(dest, git_blob=git_blob, name=name)
@@ -170,7 +171,7 @@ def _fetch(url: str, dest: Path, *, git_blob: str | None, name: str, progress: b
         raise GHNNotAvailableError(f"GHN {name!r} is not cached and {OFFLINE_ENV} is set; {how}")
     log.info("GHN %s is not cached; downloading it to %s", name, dest)
     try:
-        return download(url, dest, git_blob=git_blob, progress=progress)
+        return download(url, dest, git_blob=git_blob, progress=progress, verify=check_ghn_file)
     except DownloadError as exc:
         raise GHNNotAvailableError(f"GHN {name!r} is not cached and could not be downloaded ({exc.reason}); "
                                    f"{how}") from None
