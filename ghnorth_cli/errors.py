@@ -11,3 +11,17 @@ class CheckpointError(GhnorthError):
 
 class ModelResolutionError(GhnorthError):
     """An architecture name could not be resolved to a model."""
+
+
+def unpickling_refusal(exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, without torch's advice to allowlist or unsafe-load.
+
+    E.g. ``"it refers to builtins.eval"``; never the suggestion to call ``add_safe_globals`` or to
+    pass ``weights_only=False``, which would run code from an untrusted file.
+    """
+    import re
+
+    found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    if found:
+        return f"it refers to {found.group(1)}, which is not a tensor or a plain container"
+    return "it holds objects other than tensors and plain containers"

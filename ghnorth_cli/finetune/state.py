@@ -8,12 +8,13 @@ tensors that ``torch.Generator.get_state()`` returns.
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ghnorth_cli.errors import GhnorthError
+from ghnorth_cli.errors import GhnorthError, unpickling_refusal
 from ghnorth_cli.files import atomic_writer
 from ghnorth_cli.signals import deferred_interrupts
 
@@ -48,8 +49,10 @@ def load_state(path: str | Path) -> dict[str, Any]:
         raise GhnorthError(f"nothing to resume: no training state at {target} (it is written by --save-every)")
     try:
         state = torch.load(target, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated file, not a torch file, disallowed content
-        raise GhnorthError(f"cannot resume from {target}: {str(exc).splitlines()[0]}") from None
+    except pickle.UnpicklingError as exc:
+        raise GhnorthError(f"cannot resume from {target}: refusing to load: {unpickling_refusal(exc)}") from None
+    except Exception as exc:  # truncated file, not a torch file
+        raise GhnorthError(f"cannot resume from {target}: {(str(exc) or type(exc).__name__).splitlines()[0]}") from None
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
         raise GhnorthError(f"cannot resume from {target}: not a ghnorth finetune state (version {STATE_VERSION})")
     return state

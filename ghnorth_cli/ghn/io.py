@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ghnorth_cli._version import __version__
-from ghnorth_cli.errors import GhnorthError
+from ghnorth_cli.errors import GhnorthError, unpickling_refusal
 from ghnorth_cli.ghn.config import GHNConfig, GHNConfigError
 from ghnorth_cli.limits import MAX_STREAM_BYTES
 from ghnorth_cli.metadata import decode_metadata, header_size, parse_header, read_safetensors
@@ -67,12 +67,9 @@ def _read_released(data: bytes, name: str) -> tuple[dict[str, Any], dict[str, to
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        detail = str(exc).split("WeightsUnpickler error:", 1)[-1].strip().splitlines()
-        reason = f" ({detail[0]})" if detail and "WeightsUnpickler" in str(exc) else ""
-        raise GHNFileError(f"{name}: refusing to load: it holds objects other than tensors and plain "
-                           f"containers{reason}") from None
+        raise GHNFileError(f"{name}: refusing to load: {unpickling_refusal(exc)}") from None
     except Exception as exc:  # torch raises several types for damaged files
-        raise GHNFileError(f"{name}: unreadable torch.save file: {exc}") from None
+        raise GHNFileError(f"{name}: unreadable torch.save file: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     if not isinstance(obj, dict) or "state_dict" not in obj or "config" not in obj:
         keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
         raise GHNFileError(f"{name}: not a GHN checkpoint: expected 'state_dict' and 'config', found {keys}")
