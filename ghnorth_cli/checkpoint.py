@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 import struct
@@ -32,6 +33,8 @@ from ghnorth_cli._version import __version__
 from ghnorth_cli.errors import CheckpointError
 from ghnorth_cli.files import STDIO, write_bytes_atomic  # noqa: F401  (re-exported)
 from ghnorth_cli.models import ModelSpec, classifier_tensor_names, model_shapes, resolve_spec, weight_layer_names
+
+_logger = logging.getLogger(__name__)
 
 FORMAT = "ghnorth.checkpoint"
 FORMAT_VERSION = "1"
@@ -279,11 +282,21 @@ def checkpoint_metadata(*, spec: ModelSpec, order: Sequence[str], history: Seque
 def write_checkpoint(path: str | Path, tensors: Mapping[str, torch.Tensor], *, spec: ModelSpec,
                      order: Sequence[str], history: Sequence[Mapping[str, Any]],
                      extra: Mapping[str, Any] | None = None) -> None:
-    """Write a checkpoint atomically (temporary file, then rename); ``"-"`` writes to stdout."""
+    """Write a checkpoint atomically (temporary file, then rename); ``"-"`` writes to stdout.
+
+    A path ending in ``/`` (``-o DIR/``) writes a model folder in timm's layout instead
+    (``model.safetensors`` + ``config.json``, see :mod:`ghnorth_cli.export`).
+    """
     if sorted(order) != sorted(tensors):
         raise ValueError("order must list exactly the checkpoint's tensors")
     metadata = checkpoint_metadata(spec=spec, order=order, history=history, extra=extra)
-    write_bytes_atomic(path, serialize_safetensors({k: tensors[k] for k in order}, metadata=metadata))
+    data = serialize_safetensors({k: tensors[k] for k in order}, metadata=metadata)
+    from ghnorth_cli.export import is_folder_output, write_model_folder
+
+    if is_folder_output(path):
+        _logger.info("%s", write_model_folder(path, data, spec=spec, tensor_names=order, history=history).describe())
+        return
+    write_bytes_atomic(path, data)
 
 
 _DTYPES = {

@@ -18,6 +18,15 @@ def check_writable(path: str | Path | None, *, what: str = "") -> None:
         return
     label = f"{what} {path}" if what else str(path)
     target = Path(path)
+    if str(path).endswith(("/", os.sep)):  # a model folder (``-o DIR/``): the folder or its parent must be writable
+        folder = target if target.is_dir() else target.parent
+        if target.exists() and not target.is_dir():
+            raise GhnorthError(f"cannot write {label}: exists and is not a folder")
+        if not folder.is_dir():
+            raise GhnorthError(f"cannot write {label}: no such directory {folder}")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise GhnorthError(f"cannot write {label}: directory {folder} is not writable")
+        return
     if target.is_dir():
         raise GhnorthError(f"cannot write {label}: is a directory")
     folder = target.parent if str(target.parent) else Path(".")

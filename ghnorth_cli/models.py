@@ -142,7 +142,7 @@ def resolve_spec(
     )
 
 
-def _build(spec: ModelSpec) -> nn.Module:
+def _build(spec: ModelSpec, model_args: dict[str, Any]) -> nn.Module:
     if spec.source == "timm":
         import timm
 
@@ -150,6 +150,7 @@ def _build(spec: ModelSpec) -> nn.Module:
         kwargs: dict[str, Any] = {"num_classes": spec.num_classes}
         if spec.img_size != default_size:
             kwargs["img_size"] = spec.img_size  # ViT-like models fix their grid at build time
+        kwargs.update(model_args)
         try:
             return timm.create_model(spec.name, pretrained=False, **kwargs)
         except TypeError:
@@ -165,15 +166,41 @@ def _build(spec: ModelSpec) -> nn.Module:
     if spec.name in ("inception_v3", "googlenet"):
         kwargs["aux_logits"] = False
         kwargs["init_weights"] = True
+    kwargs.update(model_args)
     return builder(**kwargs)
 
 
-def create_model(spec: ModelSpec, *, seed: int = 0) -> nn.Module:
-    """Build the model with its own initialization, seeded, without touching the global RNG state."""
+AUX_HEADS = {"googlenet": ("aux1.", "aux2."), "inception_v3": ("AuxLogits.",)}
+
+
+def model_args_for(spec: ModelSpec, tensor_names: Any) -> dict[str, Any]:
+    """Builder arguments a checkpoint's tensors imply beyond ``spec``: ``aux_logits=True`` for a
+    torchvision GoogLeNet / Inception-v3 whose file holds its auxiliary heads."""
+    prefixes = AUX_HEADS.get(spec.name) if spec.source == "torchvision" else None
+    if prefixes and any(str(n).startswith(prefixes) for n in tensor_names):
+        return {"aux_logits": True}
+    return {}
+
+
+def small_input_adapted(spec: ModelSpec) -> bool:
+    """Whether building ``spec`` changes the model's stem (a small-input rule applies to it)."""
+    if not spec.small_input:
+        return False
+    with torch.device("meta"):
+        model = _build(spec, {})
+    return any(isinstance(model, classes) for classes, _ in _small_input_rules())
+
+
+def create_model(spec: ModelSpec, *, seed: int = 0, model_args: dict[str, Any] | None = None) -> nn.Module:
+    """Build the model with its own initialization, seeded, without touching the global RNG state.
+
+    ``model_args`` are extra builder arguments (timm's ``create_model`` keywords, or torchvision's,
+    e.g. ``{"aux_logits": True}``; see :func:`model_args_for`).
+    """
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = _build(spec)
+            model = _build(spec, dict(model_args or {}))
             if spec.small_input:
                 adapt_small_input(model)
     except ModelResolutionError:
