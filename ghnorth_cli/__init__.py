@@ -2,12 +2,14 @@
 
 from ghnorth_cli._version import __version__
 
-__all__ = ["__version__", "load_prediction", "predict_parameters"]
+__all__ = ["__version__", "create_model", "load_model", "load_prediction", "predict_parameters"]
 
 # Heavy names load on first use, so that `import ghnorth_cli` stays light (no torch).
 _LAZY = {
     "predict_parameters": "ghnorth_cli.ghn.predict",
     "load_prediction": "ghnorth_cli.ghn.predict",
+    "create_model": "ghnorth_cli.loading",
+    "load_model": "ghnorth_cli.loading",
 }
 
 

@@ -11,15 +11,16 @@ fixed-bin histogram) instead of keeping all K^2 values, so layers with thousands
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import Tensor
 
-from ghnorth_cli.models import weight_layer_names
+from ghnorth_cli.models import classifier_tensor_names, weight_layer_names
 from ghnorth_cli.threads import intra_op_threads
 
 logger = logging.getLogger(__name__)
@@ -210,6 +211,8 @@ class LayerStats:
     effective_rank: float
     histogram: tuple[int, ...]
     """Counts of the K(K-1)/2 channel-pair correlations in ``HIST_BINS`` equal bins over [-1, 1]."""
+    classifier: bool = False
+    """Whether the layer is a classifier head (``models.classifier_tensor_names``)."""
 
     def to_dict(self, *, with_histogram: bool = False) -> dict:
         """A JSON-ready dict (NaN becomes None); the histogram only when asked."""
@@ -254,14 +257,21 @@ def analyze_tensors(
     *,
     layers: Iterable[str] | None = None,
     dtype: torch.dtype = torch.float32,
+    classifier: Collection[str] | None = None,
 ) -> list[LayerStats]:
-    """Statistics of every conv/linear layer (see ``layer_names``), or only of the named ``layers``."""
+    """Statistics of every conv/linear layer (see ``layer_names``), or only of the named ``layers``.
+
+    ``classifier`` names the classifier's tensors (every head) to flag; None: the last layer.
+    """
     names = layer_names(tensors, order)
+    heads = set(classifier_tensor_names({n: tuple(tensors[n].shape) for n in order})
+                if classifier is None else classifier)
     wanted = None if layers is None else set(layers)
     stats = []
     for index, name in enumerate(names, start=1):
         if wanted is not None and name not in wanted:
             continue
         logger.debug("analyzing %s %s", name, tuple(tensors[name].shape))
-        stats.append(layer_stats(name, tensors[name], index=index, dtype=dtype))
+        stats.append(dataclasses.replace(layer_stats(name, tensors[name], index=index, dtype=dtype),
+                                         classifier=name in heads))
     return stats

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 import struct
@@ -31,7 +32,10 @@ from ghnorth_cli._version import __version__
 from ghnorth_cli.errors import CheckpointError, ModelResolutionError
 from ghnorth_cli.files import STDIO, write_bytes_atomic  # noqa: F401  (re-exported)
 from ghnorth_cli.metadata import decode_metadata, read_safetensors
-from ghnorth_cli.models import ModelSpec, model_shapes, resolve_name, resolve_spec, weight_layer_names
+from ghnorth_cli.models import (ModelSpec, classifier_tensor_names, model_shapes, resolve_name, resolve_spec,
+                                weight_layer_names)
+
+_logger = logging.getLogger(__name__)
 
 FORMAT = "ghnorth.checkpoint"
 FORMAT_VERSION = "1"
@@ -54,6 +58,13 @@ class Checkpoint:
     def weight_layers(self) -> list[str]:
         """The paper's layers: 2+-D tensors named ``weight``, in module order."""
         return weight_layer_names([(n, tuple(self.tensors[n].shape)) for n in self.order])
+
+    def classifier(self) -> list[str]:
+        """The classifier's tensor names (every head) of the model the file holds; see
+        ``models.classifier_tensor_names`` (the last layer for a file without a model spec)."""
+        if self.spec is not None:
+            return [n for n in classifier_tensor_names(self.spec) if n in self.tensors]
+        return classifier_tensor_names({n: tuple(self.tensors[n].shape) for n in self.order})
 
     def extra(self, key: str, default: Any = None) -> Any:
         """A namespaced metadata value decoded from JSON."""
@@ -148,9 +159,9 @@ def _spec_for(arch: str, tensors: Mapping[str, torch.Tensor], *, num_classes: in
     """Resolve ``arch``; the class count defaults to the checkpoint's classifier width."""
     if num_classes is None:
         probe = resolve_spec(arch, img_size=img_size)
-        layers = weight_layer_names(model_shapes(probe))
-        if layers and layers[-1] in tensors:
-            num_classes = int(tensors[layers[-1]].shape[0])
+        heads = [n for n in classifier_tensor_names(probe) if n in tensors and tensors[n].dim() >= 2]
+        if heads:
+            num_classes = int(tensors[heads[0]].shape[0])
     small = base.small_input if base is not None and img_size in (None, base.img_size) else None
     return resolve_spec(arch, num_classes=num_classes, img_size=img_size or (base.img_size if base else None),
                         small_input=small)
@@ -282,13 +293,21 @@ def write_checkpoint(path: str | Path, tensors: Mapping[str, torch.Tensor], *, s
                      extra: Mapping[str, Any] | None = None) -> None:
     """Write a checkpoint atomically (temporary file, then rename); ``"-"`` writes to stdout.
 
+    A path ending in ``/`` (``-o DIR/``) writes a model folder in timm's layout instead
+    (``model.safetensors`` + ``config.json``, see :mod:`ghnorth_cli.export`).
     Raises :class:`CheckpointError` naming the first tensor with NaN or Inf values: nothing is written.
     """
     if sorted(order) != sorted(tensors):
         raise ValueError("order must list exactly the checkpoint's tensors")
     check_finite(tensors, what=f"refusing to write {path}")
     metadata = checkpoint_metadata(spec=spec, order=order, history=history, extra=extra)
-    write_bytes_atomic(path, serialize_safetensors({k: tensors[k] for k in order}, metadata=metadata))
+    data = serialize_safetensors({k: tensors[k] for k in order}, metadata=metadata)
+    from ghnorth_cli.export import is_folder_output, write_model_folder
+
+    if is_folder_output(path):
+        _logger.info("%s", write_model_folder(path, data, spec=spec, tensor_names=order, history=history).describe())
+        return
+    write_bytes_atomic(path, data)
 
 
 _DTYPES = {

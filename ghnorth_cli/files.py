@@ -70,6 +70,15 @@ def check_writable(path: str | Path | None, *, what: str = "") -> None:
     if path is None or str(path) == STDIO:
         return
     label = f"{what} {path}" if what else str(path)
+    if str(path).endswith(("/", os.sep)):  # a model folder (``-o DIR/``): the folder or its parent must be writable
+        folder = Path(path) if Path(path).is_dir() else Path(path).parent
+        if Path(path).exists() and not Path(path).is_dir():
+            raise GhnorthError(f"cannot write {label}: exists and is not a folder")
+        if not folder.is_dir():
+            raise GhnorthError(f"cannot write {label}: no such directory {folder}")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise GhnorthError(f"cannot write {label}: directory {folder} is not writable")
+        return
     target = output_target(path)
     kind = _existing_kind(target)
     if kind in _WRITE_THROUGH:

@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ghnorth_cli.models import weight_layer_names
+from ghnorth_cli.models import classifier_tensor_names, weight_layer_names
 
 _logger = logging.getLogger(__name__)
 
@@ -45,7 +45,8 @@ def init_model_(model: nn.Module, *, method: Literal["default", "orth"], generat
     """Apply a baseline init in place and return the names of the tensors it changed.
 
     ``default`` keeps the model's own (seeded) initialization. ``orth`` replaces every conv/linear
-    weight except the classifier's (the last 2-D+ weight) by the Eq. 2 transform of N(0, 1) values.
+    weight except the classifier's (every head, ``models.classifier_tensor_names``) by the Eq. 2
+    transform of N(0, 1) values.
     """
     if method not in INIT_METHODS:
         raise ValueError(f"unknown init method {method!r}; choose from {', '.join(INIT_METHODS)}")
@@ -53,7 +54,8 @@ def init_model_(model: nn.Module, *, method: Literal["default", "orth"], generat
         return []
     params = dict(model.named_parameters())
     layers = weight_layer_names([(n, tuple(p.shape)) for n, p in params.items()])
-    changed = layers[:-1]  # the classifier keeps its default init
+    heads = set(classifier_tensor_names(model))
+    changed = [n for n in layers if n not in heads]  # the classifier keeps its default init
     with torch.no_grad():
         for name in changed:
             param = params[name]

@@ -159,7 +159,7 @@ def resolve_spec(
     )
 
 
-def _build(spec: ModelSpec) -> nn.Module:
+def _build(spec: ModelSpec, model_args: dict[str, Any]) -> nn.Module:
     if spec.source == "timm":
         import timm
 
@@ -167,6 +167,7 @@ def _build(spec: ModelSpec) -> nn.Module:
         kwargs: dict[str, Any] = {"num_classes": spec.num_classes}
         if spec.img_size != default_size:
             kwargs["img_size"] = spec.img_size  # ViT-like models fix their grid at build time
+        kwargs.update(model_args)
         try:
             return timm.create_model(spec.name, pretrained=False, **kwargs)
         except TypeError:
@@ -182,15 +183,41 @@ def _build(spec: ModelSpec) -> nn.Module:
     if spec.name in ("inception_v3", "googlenet"):
         kwargs["aux_logits"] = False
         kwargs["init_weights"] = True
+    kwargs.update(model_args)
     return builder(**kwargs)
 
 
-def create_model(spec: ModelSpec, *, seed: int = 0) -> nn.Module:
-    """Build the model with its own initialization, seeded, without touching the global RNG state."""
+AUX_HEADS = {"googlenet": ("aux1.", "aux2."), "inception_v3": ("AuxLogits.",)}
+
+
+def model_args_for(spec: ModelSpec, tensor_names: Any) -> dict[str, Any]:
+    """Builder arguments a checkpoint's tensors imply beyond ``spec``: ``aux_logits=True`` for a
+    torchvision GoogLeNet / Inception-v3 whose file holds its auxiliary heads."""
+    prefixes = AUX_HEADS.get(spec.name) if spec.source == "torchvision" else None
+    if prefixes and any(str(n).startswith(prefixes) for n in tensor_names):
+        return {"aux_logits": True}
+    return {}
+
+
+def small_input_adapted(spec: ModelSpec) -> bool:
+    """Whether building ``spec`` changes the model's stem (a small-input rule applies to it)."""
+    if not spec.small_input:
+        return False
+    with torch.device("meta"):
+        model = _build(spec, {})
+    return any(isinstance(model, classes) for classes, _ in _small_input_rules())
+
+
+def create_model(spec: ModelSpec, *, seed: int = 0, model_args: dict[str, Any] | None = None) -> nn.Module:
+    """Build the model with its own initialization, seeded, without touching the global RNG state.
+
+    ``model_args`` are extra builder arguments (timm's ``create_model`` keywords, or torchvision's,
+    e.g. ``{"aux_logits": True}``; see :func:`model_args_for`).
+    """
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = _build(spec)
+            model = _build(spec, dict(model_args or {}))
             if spec.small_input:
                 adapt_small_input(model)
     except ModelResolutionError:
@@ -214,14 +241,77 @@ def weight_layer_names(names_and_shapes: dict[str, tuple[int, ...]] | list[tuple
     return [n for n, shape in items if (n == "weight" or n.endswith(".weight")) and len(shape) >= 2]
 
 
-def classifier_tensor_names(names_and_shapes: dict[str, tuple[int, ...]]) -> list[str]:
-    """The classifier's weight (the last layer) and its bias, if any."""
-    layers = weight_layer_names(names_and_shapes)
+Shape = tuple[int, ...]
+
+
+def classifier_modules(model: nn.Module) -> list[str]:
+    """Module names of every classifier head of ``model``, in module order.
+
+    The model's own declaration where it has one: timm's ``pretrained_cfg["classifier"]`` (a name,
+    or a tuple of names for distilled models such as DeiT, LeViT and EfficientFormer: ``head`` and
+    ``head_dist``). Otherwise (torchvision, plain PyTorch) the module of the last 2+-D ``weight``
+    in module order, plus the final layer of every auxiliary head (a top-level module named
+    ``aux*``, e.g. GoogLeNet's ``aux1``/``aux2`` and Inception-v3's ``AuxLogits`` when built with
+    ``aux_logits=True``). A declared head that is an ``nn.Identity`` (``num_classes=0``) is no head.
+    """
+    modules = dict(model.named_modules())
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
+    declared = cfg.get("classifier") if isinstance(cfg, dict) else None
+    if declared:
+        names = (declared,) if isinstance(declared, str) else tuple(declared)
+        if all(n in modules for n in names):
+            heads = [n for n in names if _own_weight(modules[n]) is not None]
+            return [n for n in modules if n in heads]
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    heads = {_module_of(n) for n in _last_layers(shapes)}
+    return [n for n in modules if n in heads]
+
+
+def _own_weight(module: nn.Module) -> torch.Tensor | None:
+    weight = module._parameters.get("weight")
+    return weight if weight is not None and weight.dim() >= 2 else None
+
+
+def _module_of(tensor_name: str) -> str:
+    return tensor_name.rpartition(".")[0]
+
+
+def _last_layers(shapes: dict[str, Shape]) -> list[str]:
+    """The last 2+-D weight overall and the last one of each top-level ``aux*`` module."""
+    layers = weight_layer_names(shapes)
     if not layers:
         return []
-    weight = layers[-1]
-    bias = weight[: -len("weight")] + "bias"
-    return [weight] + ([bias] if bias in names_and_shapes else [])
+    aux: dict[str, str] = {}
+    for name in layers:
+        top = name.split(".", 1)[0]
+        if top.lower().startswith("aux") and "." in name:
+            aux[top] = name
+    return [n for n in layers if n == layers[-1] or n in aux.values()]
+
+
+def classifier_tensor_names(source: "nn.Module | ModelSpec | dict[str, Shape]") -> list[str]:
+    """The one place that decides which tensors are a model's classifier: names, in state_dict order.
+
+    ``source`` is a model (see :func:`classifier_modules`), a :class:`ModelSpec` (the model is built
+    on the meta device, no weights allocated) or, for a file that does not say which model it holds,
+    ``{tensor name: shape}`` in module order, where the classifier is the last 2+-D ``weight`` and
+    its ``bias`` (and the last layer of any ``aux*`` head). Every head's weight and bias are listed;
+    predict, init, postprocess, analyze, fine-tuning and experiments all ask this function.
+    """
+    if isinstance(source, ModelSpec):
+        return list(_spec_classifier(source))
+    if isinstance(source, nn.Module):
+        heads = set(classifier_modules(source))
+        return [k for k in source.state_dict() if _module_of(k) in heads]
+    heads = {_module_of(n) for n in _last_layers(dict(source))}
+    return [k for k in source if _module_of(k) in heads and k.rpartition(".")[2] in ("weight", "bias")]
+
+
+@functools.lru_cache(maxsize=64)
+def _spec_classifier(spec: ModelSpec) -> tuple[str, ...]:
+    with torch.device("meta"):
+        model = create_model(spec, seed=0)
+    return tuple(classifier_tensor_names(model))
 
 
 # --- small-input adaptation (the reference's adjust_net, extended to timm's families) ---------------

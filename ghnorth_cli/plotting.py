@@ -26,8 +26,8 @@ def figure_format(path: str | Path) -> str:
 
 def default_plot_layers(runs: Sequence[Sequence[LayerStats]], *, count: int = 3) -> list[int]:
     """``count`` layer indices spread over the depth, among layers every run has (the classifier excluded)."""
-    common = set.intersection(*({s.index for s in stats} for stats in runs)) if runs else set()
-    indices = sorted(common)[:-1] or sorted(common)
+    common = set.intersection(*({s.index for s in stats if not s.classifier} for stats in runs)) if runs else set()
+    indices = sorted(common) or sorted(set.intersection(*({s.index for s in stats} for stats in runs)))
     if len(indices) <= count:
         return indices
     return [indices[round((len(indices) - 1) * (i + 1) / (count + 1))] for i in range(count)]

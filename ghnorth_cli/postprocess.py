@@ -1,7 +1,8 @@
 """GHN-orth post-processing (Section 3 of the paper): noise on the weights, then orthogonal re-initialization.
 
 The "layers" are the tensors named ``*.weight`` with 2 or more dimensions, in module order, counted from 1
-(``analysis.layer_names``). The last one is the classifier and is never touched.
+(``analysis.layer_names``). The classifier (every head, ``models.classifier_tensor_names``; for a file
+that does not say which model it holds, the last layer) is never touched.
 
 For each layer, in this order:
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -28,6 +29,7 @@ from torch import Tensor
 from ghnorth_cli.analysis import layer_names, row_correlation_std
 from ghnorth_cli.errors import GhnorthError
 from ghnorth_cli.inits import as_matrix, orthogonalize
+from ghnorth_cli.models import classifier_tensor_names
 
 logger = logging.getLogger(__name__)
 
@@ -108,8 +110,13 @@ def correlation_std(weight: Tensor) -> float:
     return row_correlation_std(mat)
 
 
-def validate_options(*, beta: float, orth_from: int | None, noise_layers: str, num_layers: int) -> None:
-    """Raise ``PostprocessError`` with one clear line when the options cannot apply to ``num_layers`` layers."""
+def validate_options(*, beta: float, orth_from: int | None, noise_layers: str, num_layers: int,
+                     last_changeable: int | None = None) -> None:
+    """Raise ``PostprocessError`` with one clear line when the options cannot apply to ``num_layers`` layers.
+
+    ``last_changeable``: the 1-based index of the last layer that is not the classifier
+    (default ``num_layers - 1``: one head, the last layer).
+    """
     if not math.isfinite(beta) or beta < 0:
         raise PostprocessError(f"beta must be a finite number >= 0, got {beta}")
     if noise_layers not in NOISE_LAYERS:
@@ -120,10 +127,14 @@ def validate_options(*, beta: float, orth_from: int | None, noise_layers: str, n
         return
     if orth_from < 1:
         raise PostprocessError(f"orth-from is a 1-based layer index, got {orth_from}")
-    if orth_from >= num_layers:
+    last = num_layers - 1 if last_changeable is None else last_changeable
+    if orth_from > last:
+        heads = num_layers - last
         raise PostprocessError(
             f"orth-from {orth_from} is beyond the layers that can change: the checkpoint has {num_layers} "
-            f"layers with a 2+-D weight and the last one ({num_layers}) is the classifier, never touched"
+            f"layers with a 2+-D weight and the last {'one' if heads == 1 else heads} ({last + 1}"
+            f"{'' if heads == 1 else f'-{num_layers}'}) {'is the classifier' if heads == 1 else 'are classifier heads'}"
+            ", never touched"
         )
 
 
@@ -166,19 +177,26 @@ def postprocess(
     orth_from: int | None = None,
     noise_layers: NoiseLayers = "all",
     generator: torch.Generator,
+    classifier: Collection[str] | None = None,
 ) -> tuple[dict[str, Tensor], list[LayerChange]]:
     """GHN-orth: noise (``beta``) and orthogonal re-init (layers ``orth_from``.. but the classifier).
 
     Returns new tensors (every input tensor, in ``order``; the input is not modified) and one
     ``LayerChange`` per layer. Noise is drawn from ``generator`` layer by layer, in module order.
+    ``classifier``: the classifier's tensor names (``models.classifier_tensor_names`` of the
+    checkpoint's model); None: the last layer, for a file that does not say which model it holds.
     """
     layers = layer_names(tensors, order)
-    validate_options(beta=beta, orth_from=orth_from, noise_layers=noise_layers, num_layers=len(layers))
+    heads = set(classifier_tensor_names({n: tuple(tensors[n].shape) for n in order})
+                if classifier is None else classifier)
+    changeable = [i for i, name in enumerate(layers, start=1) if name not in heads]
+    validate_options(beta=beta, orth_from=orth_from, noise_layers=noise_layers, num_layers=len(layers),
+                     last_changeable=max(changeable, default=0))
     out = {name: tensors[name] for name in order}
     changes = []
     for index, name in enumerate(layers, start=1):
         old = tensors[name]
-        if index == len(layers):
+        if name in heads:
             changes.append(_describe(index, name, old, old, action="classifier", corr_std=None,
                                      noise_std=None, orthogonalized=False))
             continue

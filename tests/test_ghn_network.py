@@ -12,7 +12,7 @@ from ghnorth_cli.ghn.decoder import ConvDecoder
 from ghnorth_cli.ghn.fit import crop_to_shape, fit_to_shape, normalize, tile_to_shape, weight_gain
 from ghnorth_cli.ghn.gnn import GatedGNN, build_schedule
 from ghnorth_cli.ghn.network import GHN2
-from ghnorth_cli.ghn.plan import GroupKey, Kind, capped, classifier_params, group_key, plan_prediction
+from ghnorth_cli.ghn.plan import GroupKey, Kind, capped, group_key, plan_prediction
 from ghnorth_cli.ghn.shape_encoder import ShapeEncoder, as_4d, channel_vocabulary
 from ghnorth_cli.graph.types import ModelGraph, ParamNode
 
@@ -131,7 +131,8 @@ def test_plan_pairs_norm_weight_and_bias_and_skips_unknown() -> None:
     assert by_name["bn.bias"].node == by_name["bn.weight"].node == 2
     assert (by_name["bn.weight"].row, by_name["bn.bias"].row) == (0, 1)
     assert plan.node_shapes[3] == (1, 1, 3, 3) and plan.node_shapes[5] == (10,)
-    assert classifier_params(graph, shapes) == ["fc.weight", "fc.bias"]
+    kinds = {t.name: k.kind for k, group in plan.groups.items() for t in group}
+    assert kinds["fc.weight"] is Kind.CLASSIFIER and kinds["fc.bias"] is Kind.CLASSIFIER_BIAS
 
 
 # --- shape encoder -------------------------------------------------------------------------------

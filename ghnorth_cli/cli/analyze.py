@@ -96,7 +96,7 @@ def _analyze_file(path: str, *, arch, num_classes, img_size):
 
     ckpt = read_checkpoint(path, arch=arch, num_classes=num_classes, img_size=img_size, require_spec=False)
     check_nonempty_layers(ckpt.tensors, _order(ckpt), what=ckpt.source)
-    stats = analyze_tensors(ckpt.tensors, _order(ckpt))
+    stats = analyze_tensors(ckpt.tensors, _order(ckpt), classifier=ckpt.classifier() if ckpt.spec else None)
     return ckpt, stats
 
 

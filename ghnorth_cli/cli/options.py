@@ -98,7 +98,9 @@ ImgSizeOption = Annotated[
 SeedOption = Annotated[int, typer.Option("--seed", parser=seed_value, metavar="INT",
                                          help="Seed for everything random in this step.")]
 OutputOption = Annotated[
-    str, typer.Option("--output", "-o", callback=output_path, help="Output safetensors file; '-' writes to stdout.")
+    str, typer.Option("--output", "-o", callback=output_path,
+                      help="Output safetensors file; '-' writes to stdout; 'DIR/' (a trailing "
+                      "slash) writes a model folder timm loads (see `ghnorth export`).")
 ]
 InputArgument = Annotated[str, typer.Argument(help="Input checkpoint (.safetensors); '-' reads stdin.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]

@@ -152,8 +152,10 @@ def postprocess_command(
             check_writable(path)
     settings = resolve_settings(preset=preset, beta=beta, orth_from=orth_from, noise_layers=noise_layers)
     ckpt = read_checkpoint(input, arch=arch, num_classes=num_classes, img_size=img_size)
+    layers, heads = ckpt.weight_layers(), set(ckpt.classifier())
     validate_options(beta=settings["beta"], orth_from=settings["orth_from"], noise_layers=settings["noise_layers"],
-                     num_layers=len(ckpt.weight_layers()))
+                     num_layers=len(layers),
+                     last_changeable=max((i for i, n in enumerate(layers, 1) if n not in heads), default=0))
     if preset is not None and ckpt.spec.name != PRESETS[preset].arch:
         _logger.warning("warning: preset %s was published for %s, the checkpoint holds %s",
                         preset, PRESETS[preset].arch, ckpt.spec.arch)
@@ -161,7 +163,7 @@ def postprocess_command(
         _logger.warning("warning: neither --beta nor --orth-from (nor --preset) given: the weights stay as they are")
     tensors, changes = postprocess(ckpt.tensors, ckpt.order, beta=settings["beta"], orth_from=settings["orth_from"],
                                    noise_layers=settings["noise_layers"],
-                                   generator=torch.Generator().manual_seed(seed))
+                                   generator=torch.Generator().manual_seed(seed), classifier=heads)
     _log_changes(changes)
     result = _report(ckpt=ckpt, output=output, settings=settings, seed=seed, changes=changes)
     entry = provenance(command="postprocess", options=settings, seed=seed, inputs={"input": ckpt.sha256},

@@ -76,7 +76,7 @@ def materialize_init(
     import torch
 
     from ghnorth_cli.checkpoint import model_tensors, provenance, write_checkpoint
-    from ghnorth_cli.models import create_model, resolve_spec
+    from ghnorth_cli.models import classifier_tensor_names, create_model, resolve_spec
     from ghnorth_cli.postprocess import postprocess
 
     if not init.needs_materializing:
@@ -96,7 +96,8 @@ def materialize_init(
     history = [provenance(command="predict", options={"ghn": init.source, "img_size": img_size}, seed=seed, **info)]
     if settings is not None:
         tensors, _ = postprocess(tensors, order, beta=settings["beta"], orth_from=settings["orth_from"],
-                                 noise_layers=settings["noise_layers"], generator=torch.Generator().manual_seed(seed))
+                                 noise_layers=settings["noise_layers"], generator=torch.Generator().manual_seed(seed),
+                                 classifier=classifier_tensor_names(model))
         history.append(provenance(command="postprocess", options=settings, seed=seed))
     path.parent.mkdir(parents=True, exist_ok=True)
     write_checkpoint(path, tensors, spec=spec, order=order, history=history, extra={"ghnorth.experiment_init": key})

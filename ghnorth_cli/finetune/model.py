@@ -43,7 +43,7 @@ class StartingModel:
 
 
 def _classifier(model: nn.Module) -> list[str]:
-    return classifier_tensor_names({k: tuple(v.shape) for k, v in model.state_dict().items()})
+    return classifier_tensor_names(model)  # every head: all replaced together
 
 
 def _load_except_classifier(model: nn.Module, tensors: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:

@@ -105,19 +105,15 @@ def _resolve(param: str, shapes: Mapping[str, Shape]) -> str | None:
     return None
 
 
-def classifier_params(graph: ModelGraph, shapes: Mapping[str, Shape]) -> list[str]:
-    """Parameters of the module(s) whose parameters the graph marks as the classification layer."""
-    modules = set()
-    for node in graph.param_nodes:
-        name = _resolve(node.param, shapes) if (node.last_weight or node.last_bias) else None
-        if name is not None:
-            modules.add(_module(name))
-    return [name for name in shapes if _module(name) in modules]
-
-
 def plan_prediction(graph: ModelGraph, shapes: Mapping[str, Shape], *,
                     max_shape: tuple[int, int, int, int]) -> Plan:
-    """Match graph nodes to the parameters in ``shapes`` (name -> shape) and group them."""
+    """Match graph nodes to the parameters in ``shapes`` (name -> shape) and group them.
+
+    The class-layer predictors decode the graph's last weight and bias nodes, the convention
+    the GHN-2 was trained with (DeepNets-1M); which tensors *are* the classifier, kept or
+    predicted together, is ``models.classifier_tensor_names``'s decision. A parameter with a
+    node at several uses is predicted once, from its first node in graph order.
+    """
     plan = Plan(node_shapes=[None] * graph.n_nodes)
     nodes_named = {n.param for n in graph.param_nodes}
     matched: set[str] = set()

@@ -2,7 +2,9 @@
 
 The classification layer is predicted when the GHN was trained on as many classes as the
 model has and kept at the model's own init otherwise (the paper's fine-tuning protocol);
-``classifier="predict"`` / ``"keep"`` override that. Parameters the GHN-2 has no node for
+``classifier="predict"`` / ``"keep"`` override that. A model with several heads (DeiT's
+``head`` and ``head_dist``) has them all predicted or all kept (``models.classifier_tensor_names`` decides
+which tensors they are); the GHN decodes them by its own convention (``ghn.plan``). Parameters the GHN-2 has no node for
 (e.g. ConvNeXt's layer scale) keep the model's own values; batch-norm running statistics
 are buffers and are never predicted.
 """
@@ -21,7 +23,6 @@ from torch import nn
 
 from ghnorth_cli.errors import GhnorthError
 from ghnorth_cli.ghn.network import GHN2
-from ghnorth_cli.ghn.plan import classifier_params
 from ghnorth_cli.graph.types import ModelGraph
 from ghnorth_cli.threads import intra_op_threads
 
@@ -92,7 +93,9 @@ def _predict(model: nn.Module, ghn: GHN2, *, img_size: int, classifier: str, gra
 
         graph = capture_graph(model, img_size=img_size, ve_cutoff=ghn.config.ve_cutoff)
     captured = time.perf_counter()
-    cls_names = classifier_params(graph, shapes)
+    from ghnorth_cli.models import classifier_tensor_names
+
+    cls_names = [n for n in classifier_tensor_names(model) if n in shapes]  # every head, kept or predicted together
     model_classes = shapes[cls_names[0]][0] if cls_names else None
     predict_cls = _decide_classifier(classifier, ghn_classes=ghn.config.num_classes, model_classes=model_classes)
     skip = () if predict_cls else cls_names

@@ -88,6 +88,7 @@ class _Walker:
         self.collapsed: dict[Any, list[Any]] = {}
         self.graph = DiGraph()
         self.seen: dict[Any, tuple[int | None, bool]] = {}  # fn -> (its last node, is a bias leaf)
+        self.own: dict[Any, dict[Any, tuple[int, bool]]] = {}  # fn -> {its parameter leaves: their nodes}
         self.input_users: list[int] = []
 
     def children(self, fn: Any) -> list[Any]:
@@ -117,8 +118,12 @@ class _Walker:
         return None if info is None else param_node(info)
 
     def _leaves(self, fn: Any) -> list[tuple[Any, Node]]:
-        """Parameters among ``fn``'s children that get a node (a parameter used by several ops,
-        e.g. a module shared between blocks, gets a node at each, as in DeepNets-1M)."""
+        """Parameters among ``fn``'s children that get a node.
+
+        A parameter used by several ops (a module applied twice, or shared between blocks) gets a
+        node at each use, wired only to that use; the GHN predicts its tensor once, from the first
+        of those nodes in graph order (``ghn.plan.plan_prediction``).
+        """
         leaves = []
         for child in self.children(fn):
             if hasattr(child, "variable"):
@@ -134,10 +139,11 @@ class _Walker:
             leaves = self._leaves(fn) or [
                 (fn, op_node(fn, global_pool=fn in self.trace.global_pools))
             ]
+            own = self.own.setdefault(fn, {})
             for key, node in leaves:
                 last = self.graph.add_node(node)
                 first = last if first is None else first
-                self.seen[key] = (last, node.primitive == "bias")
+                own[key] = self.seen[key] = (last, node.primitive == "bias")
         self.seen[fn] = (last, False)
         return first
 
@@ -159,6 +165,9 @@ class _Walker:
                 if child is self.trace.input_fn:
                     if first is not None:
                         self.input_users.append(first)
+                    continue
+                if child in self.own.get(fn, ()):  # this op's own node for a parameter used elsewhere too
+                    self._link(first, self.own[fn][child])
                     continue
                 if child in self.seen:
                     self._link(first, self.seen[child])

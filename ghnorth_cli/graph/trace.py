@@ -3,7 +3,10 @@
 The model is called through :func:`torch.func.functional_call` with stand-in tensors for
 every parameter and buffer, so the model itself is never touched: not its weights, not its
 BatchNorm statistics, not its train/eval mode (the pass runs in whatever mode the model is
-in, as the reference does). The stand-ins live on the ``meta`` device when the model allows
+in, as the reference does). A module reached by several paths (shared between blocks) and a
+tensor tied between modules get one stand-in, swapped in once per owning module, and
+:func:`_restored` puts back every parameter, buffer and tensor attribute of every module
+afterwards, whatever the forward pass did or raised. The stand-ins live on the ``meta`` device when the model allows
 it (no arithmetic is done, so capture costs the same at any image size); a model whose
 forward needs real numbers is run again on CPU with detached aliases of its tensors.
 """
@@ -80,18 +83,51 @@ def first_tensor(output: Any) -> torch.Tensor | None:
 
 
 def _stand_ins(model: nn.Module, device: str) -> tuple[dict[str, torch.Tensor], dict[int, ParamInfo]]:
+    """Stand-ins keyed by one path per (module, attribute), the same stand-in for a tied tensor.
+
+    ``functional_call`` swaps each key in and out once; two keys for one attribute of a shared
+    module would restore the stand-in over the original (torch's tie-weights handling does that).
+    """
     owners = named_param_owners(model)
-    tensors: dict[str, torch.Tensor] = {}
+    made: dict[int, torch.Tensor] = {}  # id(original) -> its stand-in
     infos: dict[int, ParamInfo] = {}
-    for name, p in model.named_parameters():
+    for name, p in model.named_parameters():  # one canonical name per tensor
         t = torch.empty_like(p, device="meta") if device == "meta" else p.detach()
         t.requires_grad_(True)
-        tensors[name] = t
+        made[id(p)] = t
         local, module = owners[name]
         infos[id(t)] = ParamInfo(name=name, local_name=local, module=module, shape=tuple(p.shape))
-    for name, b in model.named_buffers():
-        tensors[name] = torch.empty_like(b, device="meta") if device == "meta" else b.clone()
+    for _, b in model.named_buffers():
+        made[id(b)] = torch.empty_like(b, device="meta") if device == "meta" else b.clone()
+    tensors: dict[str, torch.Tensor] = {}
+    for mod_name, module in model.named_modules():  # each module once, whatever its aliases
+        prefix = f"{mod_name}." if mod_name else ""
+        for local, value in [*module._parameters.items(), *module._buffers.items()]:
+            if value is not None and id(value) in made:
+                tensors[prefix + local] = made[id(value)]
     return tensors, infos
+
+
+@contextlib.contextmanager
+def _restored(model: nn.Module) -> Iterator[None]:
+    """Put back every module's parameters, buffers and tensor attributes on exit, as they were."""
+    saved = []
+    for module in model.modules():
+        attrs = {k: v for k, v in vars(module).items() if isinstance(v, torch.Tensor)}
+        saved.append((module, dict(module._parameters), dict(module._buffers), attrs))
+    try:
+        yield
+    finally:
+        for module, params, buffers, attrs in saved:
+            for store, before in ((module._parameters, params), (module._buffers, buffers)):
+                if store.keys() != before.keys() or any(store[k] is not v for k, v in before.items()):
+                    store.clear()
+                    store.update(before)
+            for key in [k for k, v in vars(module).items() if isinstance(v, torch.Tensor) and k not in attrs]:
+                delattr(module, key)
+            for key, value in attrs.items():
+                if vars(module).get(key) is not value:
+                    object.__setattr__(module, key, value)
 
 
 # Modules that pool globally with ``Tensor.mean`` (a bare mean is kept only with keepdim=True).
@@ -137,8 +173,8 @@ def _forward(model: nn.Module, *, device: str, img_size: int, batch_size: int) -
     ):
         tensors, infos = _stand_ins(model, device)
         x = _dummy_input(batch_size=batch_size, img_size=img_size, device=device)
-        with _pool_hooks(model, pools), _shape_mode(device):
-            out = torch.func.functional_call(model, tensors, (x,), strict=False)
+        with _restored(model), _pool_hooks(model, pools), _shape_mode(device):
+            out = torch.func.functional_call(model, tensors, (x,), strict=False, tie_weights=False)
         input_fn = _accumulate_grad_of(x)
     logits = first_tensor(out)
     if logits is None or logits.grad_fn is None:
