@@ -163,3 +163,24 @@ def test_a_second_finetuning_stage_keeps_the_trained_classifier(cli, fashion3, t
     assert metrics["init"]["classifier"] == "replaced"
     _, metrics = _finetune(cli, fashion3, first, tmp_path / "second.safetensors")
     assert metrics["init"]["classifier"] == "kept"
+
+
+def test_predict_records_the_dataset_of_a_predicted_classifier(cli, tmp_path):
+    out = tmp_path / "p.safetensors"
+    result = cli("-q", "predict", "-a", TINY_ARCH, "--ghn", "ghn2-fmnist-tiny", "--num-classes", "5",
+                 "--img-size", "32", "-o", out)
+    assert result.exit_code == 0, result.stderr
+    ckpt = read_checkpoint(out)
+    assert ckpt.extra("ghnorth.classifier")["data"] == "fashion-mnist"
+    assert ckpt.history[-1]["classifier_predicted"] and ckpt.history[-1]["classifier_data"] == "fashion-mnist"
+
+
+def test_finetune_replaces_a_classifier_predicted_for_another_dataset(cli, fashion3, tmp_path):
+    history = [{"command": "predict", "classifier_predicted": True, "classifier_data": "cifar10"}]
+    init = _checkpoint(tmp_path / "init.safetensors", num_classes=3, history=history)
+    _, metrics = _finetune(cli, fashion3, init, tmp_path / "out.safetensors")
+    assert metrics["init"]["classifier"] == "replaced"
+    history = [{"command": "predict", "classifier_predicted": True, "classifier_data": "fashion-mnist"}]
+    init = _checkpoint(tmp_path / "init2.safetensors", num_classes=3, history=history)
+    _, metrics = _finetune(cli, fashion3, init, tmp_path / "out2.safetensors")
+    assert metrics["init"]["classifier"] == "kept"

@@ -61,19 +61,16 @@ def eval_command(
     from ghnorth_cli.errors import GhnorthError
     from ghnorth_cli.ghn.registry import load_pretrained, resolve_ghn
     from ghnorth_cli.ghn_training.data import load_task, parse_classes
-    from ghnorth_cli.ghn_training.evaluate import (BUILTIN_DATA, ClassifierClasses, EvalSettings, align_test_classes,
+    from ghnorth_cli.ghn_training.evaluate import (BUILTIN_DATA, EvalSettings, align_test_classes, classifier_classes,
                                                    evaluate_heldout, evaluate_named, summarize)
     from ghnorth_cli.ghn_training.ghnfile import read_training_info
     from ghnorth_cli.ghn_training.run import resolve_device
 
     if threads is not None:
         torch.set_num_threads(threads)
-    resolved = resolve_ghn(ghn)
-    info = read_training_info(resolved.path)
+    info = read_training_info(resolve_ghn(ghn).path)
     network = load_pretrained(ghn, device=str(resolve_device(device)))
-    trained = ClassifierClasses(network.config.num_classes, info.get("data") or (
-        resolved.entry.dataset if resolved.entry is not None else None),
-        tuple(info["classes"]) if info.get("classes") else None)
+    trained = classifier_classes(ghn, num_classes=network.config.num_classes)
     size = img_size or info.get("img_size") or 32
     wanted = parse_classes(classes) or trained.classes
     default_data = trained.data if trained.data in BUILTIN_DATA else "fashion-mnist"

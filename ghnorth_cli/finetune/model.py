@@ -90,10 +90,16 @@ def _load_classifier_if_fits(model: nn.Module, tensors: dict[str, torch.Tensor],
 
 
 def _trained_on(history: list[dict[str, Any]]) -> str | None:
-    """The dataset the checkpoint's last fine-tuning trained its classifier on, if it says."""
+    """The dataset the checkpoint's classifier was made for, if its history says.
+
+    The last step that set the classifier decides: a fine-tuning run (its ``data``), or a GHN
+    prediction of the classifier (``classifier_data``: the GHN's training set).
+    """
     for entry in reversed(history):
         if entry.get("command") == "finetune" and isinstance(entry.get("data"), dict):
             return entry["data"].get("name")
+        if entry.get("command") == "predict" and entry.get("classifier_predicted"):
+            return entry.get("classifier_data")
     return None
 
 

@@ -54,6 +54,20 @@ class ClassifierClasses:
     classes: tuple[int, ...] | None = None
 
 
+def classifier_classes(ghn: str, *, num_classes: int) -> ClassifierClasses:
+    """What the GHN named ``ghn`` (registry name, file or URL) was trained to classify, as far as it says.
+
+    From its ``ghnorth.training`` header (GHNs trained by ghnorth), else its registry entry's dataset.
+    """
+    from ghnorth_cli.ghn.registry import resolve_ghn
+    from ghnorth_cli.ghn_training.ghnfile import read_training_info
+
+    resolved = resolve_ghn(ghn)
+    info = read_training_info(resolved.path)
+    data = info.get("data") or (resolved.entry.dataset if resolved.entry is not None else None)
+    return ClassifierClasses(num_classes, data, tuple(info["classes"]) if info.get("classes") else None)
+
+
 def _fmt(classes) -> str:
     classes = list(classes)
     if len(classes) > 2 and classes == list(range(classes[0], classes[-1] + 1)):
