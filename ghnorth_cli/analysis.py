@@ -45,6 +45,17 @@ def layer_names(tensors: Mapping[str, Tensor], order: Sequence[str]) -> list[str
     return weight_layer_names([(name, tuple(tensors[name].shape)) for name in order])
 
 
+def compute_precision(tensor: Tensor) -> Tensor:
+    """``tensor`` in a dtype the CPU kernels (and numpy) support: float16, bfloat16 and float8 become float32.
+
+    Every value of these types is exactly representable in float32, so nothing (not even a duplicate
+    channel) changes; float32 and float64 are returned as they are.
+    """
+    if tensor.dtype in (torch.float32, torch.float64) or not tensor.is_floating_point():
+        return tensor
+    return tensor.to(torch.float32)
+
+
 def weight_matrix(weight: Tensor) -> Tensor:
     """The 2-D view ``K x CHW`` of a conv/linear weight: one row per output channel."""
     if weight.dim() < 2:
@@ -57,7 +68,7 @@ def _standardized_rows(mat: Tensor, *, dtype: torch.dtype) -> tuple[Tensor, Tens
 
     Rows whose values are all equal have no defined correlation; they come back as zeros, flagged in the mask.
     """
-    mat = mat.detach()
+    mat = compute_precision(mat.detach())
     constant = mat.amax(dim=1) == mat.amin(dim=1)
     x = mat.to(dtype, copy=True)
     x -= x.mean(dim=1, keepdim=True)
@@ -163,7 +174,7 @@ def _summarize_correlation(mat: Tensor, *, dtype: torch.dtype) -> tuple[_Correla
 
 def duplicate_rows(mat: Tensor) -> int:
     """How many rows exactly repeat an earlier row (rows minus distinct rows), by hashing each row's bytes."""
-    rows = (mat.detach().to("cpu").contiguous() + 0.0).numpy()  # + 0.0 turns -0.0 into 0.0
+    rows = (compute_precision(mat.detach().to("cpu")).contiguous() + 0.0).numpy()  # + 0.0 turns -0.0 into 0.0
     return rows.shape[0] - len({row.tobytes() for row in rows})
 
 
@@ -232,7 +243,7 @@ def histogram_edges() -> Tensor:
 
 def layer_stats(name: str, weight: Tensor, *, index: int, dtype: torch.dtype = torch.float32) -> LayerStats:
     """Statistics of one weight; ``dtype`` is the precision of the correlation matmul."""
-    mat = weight_matrix(weight).detach().to("cpu")
+    mat = compute_precision(weight_matrix(weight).detach().to("cpu"))
     summary, constant = _summarize_correlation(mat, dtype=dtype)
     sigma_max, eff_rank = singular_value_stats(mat)
     return LayerStats(

@@ -91,6 +91,8 @@ class LayerChange:
     noise_std: float | None
     """Standard deviation of the added noise (None without noise)."""
     orthogonalized: bool
+    noise_rounded_away: float | None
+    """Share of the layer's values whose noise is below the output dtype's resolution (None without noise)."""
     max_abs_change: float
     rel_change: float
     """||W_new - W|| / ||W|| (Frobenius)."""
@@ -139,26 +141,48 @@ def validate_options(*, beta: float, orth_from: int | None, noise_layers: str, n
 
 
 def _change_layer(
-    weight: Tensor, *, noise: bool, orth: bool, beta: float, generator: torch.Generator
-) -> tuple[Tensor, float | None, float | None]:
-    """New weight (same dtype), and the correlation std and noise std when noise was added."""
-    new = weight.detach().to(torch.float32, copy=True)
-    corr_std = noise_std = None
+    weight: Tensor, *, noise: bool, orth: bool, beta: float, generator: torch.Generator, dtype: torch.dtype
+) -> tuple[Tensor, float | None, float | None, float | None]:
+    """New weight in ``dtype``; the correlation std, noise std and share of values the noise left unchanged.
+
+    The work is done in float32 (float64 stays float64) whatever the stored dtype. The last value is
+    the fraction of the layer's values for which ``W + noise`` rounds to ``W`` in ``dtype``: the noise
+    is below the dtype's resolution there (None without noise).
+    """
+    work = torch.float64 if weight.dtype == torch.float64 else torch.float32
+    new = weight.detach().to(work, copy=True)
+    corr_std = noise_std = rounded_away = None
     if noise:
         corr_std = correlation_std(new)
         noise_std = beta * corr_std
+        clean = new.to(dtype, copy=True)
         new += noise_std * torch.randn(new.shape, generator=generator, dtype=torch.float32, device=new.device)
+        rounded_away = torch.eq(new.to(dtype), clean).float().mean().item() if new.numel() else 0.0
     if orth:
         new = orthogonalize(new)
-    return new.to(weight.dtype).contiguous(), corr_std, noise_std
+    return new.to(dtype).contiguous(), corr_std, noise_std, rounded_away
+
+
+def _cast(tensor: Tensor, dtype: torch.dtype | None) -> Tensor:
+    """Floating tensors in ``dtype`` (None: unchanged); integer buffers stay as they are."""
+    if dtype is None or not tensor.is_floating_point() or tensor.dtype == dtype:
+        return tensor
+    return tensor.to(dtype)
+
+
+def noise_rounded_away(changes: Sequence[LayerChange]) -> float | None:
+    """Share of all the noised values (over every noised layer) whose noise rounded away; None without noise."""
+    noised = [(c.noise_rounded_away, math.prod(c.shape)) for c in changes if c.noise_rounded_away is not None]
+    total = sum(n for _, n in noised)
+    return sum(share * n for share, n in noised) / total if total else None
 
 
 def _describe(index: int, name: str, old: Tensor, new: Tensor, **fields) -> LayerChange:
-    if new is old:
+    if new is old or (new.dtype == old.dtype and torch.equal(new, old)):
         return LayerChange(index=index, name=name, shape=tuple(old.shape), max_abs_change=0.0, rel_change=0.0,
                            **fields)
-    diff = new.float() - old.float()
-    norm = torch.linalg.vector_norm(old, dtype=torch.float64).item()
+    diff = new.double() - old.double()
+    norm = torch.linalg.vector_norm(old.double()).item()
     return LayerChange(
         index=index,
         name=name,
@@ -178,6 +202,7 @@ def postprocess(
     noise_layers: NoiseLayers = "all",
     generator: torch.Generator,
     classifier: Collection[str] | None = None,
+    dtype: torch.dtype | None = None,
 ) -> tuple[dict[str, Tensor], list[LayerChange]]:
     """GHN-orth: noise (``beta``) and orthogonal re-init (layers ``orth_from``.. but the classifier).
 
@@ -185,6 +210,9 @@ def postprocess(
     ``LayerChange`` per layer. Noise is drawn from ``generator`` layer by layer, in module order.
     ``classifier``: the classifier's tensor names (``models.classifier_tensor_names`` of the
     checkpoint's model); None: the last layer, for a file that does not say which model it holds.
+    Computed in float32 (float64 inputs in float64); the floating tensors are returned in ``dtype``
+    (None: each keeps its own). In float16 or bfloat16 the paper's noise (std ~1e-6) is mostly
+    below the resolution and rounds away: ``LayerChange.noise_rounded_away`` says how much.
     """
     layers = layer_names(tensors, order)
     heads = set(classifier_tensor_names({n: tuple(tensors[n].shape) for n in order})
@@ -192,24 +220,27 @@ def postprocess(
     changeable = [i for i, name in enumerate(layers, start=1) if name not in heads]
     validate_options(beta=beta, orth_from=orth_from, noise_layers=noise_layers, num_layers=len(layers),
                      last_changeable=max(changeable, default=0))
-    out = {name: tensors[name] for name in order}
+    if dtype is not None and not dtype.is_floating_point:
+        raise PostprocessError(f"the output dtype must be a floating type, got {dtype}")
+    out = {name: _cast(tensors[name], dtype) for name in order}
     changes = []
     for index, name in enumerate(layers, start=1):
         old = tensors[name]
         if name in heads:
-            changes.append(_describe(index, name, old, old, action="classifier", corr_std=None,
-                                     noise_std=None, orthogonalized=False))
+            changes.append(_describe(index, name, old, out[name], action="classifier", corr_std=None,
+                                     noise_std=None, orthogonalized=False, noise_rounded_away=None))
             continue
         orth = orth_from is not None and index >= orth_from
         noise = beta > 0 and (noise_layers == "all" or orth)
         if not (noise or orth):
-            changes.append(_describe(index, name, old, old, action="unchanged", corr_std=None,
-                                     noise_std=None, orthogonalized=False))
+            changes.append(_describe(index, name, old, out[name], action="unchanged", corr_std=None,
+                                     noise_std=None, orthogonalized=False, noise_rounded_away=None))
             continue
-        new, corr_std, noise_std = _change_layer(old, noise=noise, orth=orth, beta=beta, generator=generator)
+        new, corr_std, noise_std, rounded_away = _change_layer(old, noise=noise, orth=orth, beta=beta,
+                                                               generator=generator, dtype=out[name].dtype)
         out[name] = new
         action = "+".join(a for a, on in (("noise", noise), ("orth", orth)) if on)
         changes.append(_describe(index, name, old, new, action=action, corr_std=corr_std,
-                                 noise_std=noise_std, orthogonalized=orth))
+                                 noise_std=noise_std, orthogonalized=orth, noise_rounded_away=rounded_away))
         logger.debug("layer %d %s: %s", index, name, action)
     return {name: out[name] for name in order}, changes

@@ -54,7 +54,7 @@ def test_writes_the_library_result_and_one_more_history_entry(cli, small_ckpt, t
     assert after.history[:-1] == before.history and len(after.history) == 2
     entry = after.history[-1]
     assert entry["command"] == "postprocess" and entry["seed"] == 3
-    assert entry["options"] == {"preset": None, "beta": 1e-3, "orth_from": 4, "noise_layers": "all"}
+    assert entry["options"] == {"preset": None, "beta": 1e-3, "orth_from": 4, "noise_layers": "all", "dtype": "keep"}
     assert entry["inputs"] == {"input": hashlib.sha256(small_ckpt.read_bytes()).hexdigest()}
     assert after.extra("ghnorth.note") == {"kept": True}
 
@@ -75,7 +75,7 @@ def test_json_report_on_stdout_and_preset_overrides(cli, small_ckpt, tmp_path):
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["options"] == {"preset": "convnext_base-paper", "beta": 3e-5, "orth_from": 10,
-                                 "noise_layers": "from-orth"}
+                                 "noise_layers": "from-orth", "dtype": "keep"}
     assert report["summary"] == {"unchanged": 9, "noise+orth": 6, "classifier": 1}
     assert len(report["layers"]) == 16 and report["layers"][-1]["action"] == "classifier"
     assert "published for convnext_base" in result.stderr  # the preset's architecture is not this one

@@ -57,6 +57,9 @@ def finetune_command(
     small_input: Annotated[Optional[bool], _opt("--small-input/--no-small-input", help="Adapt the stem for small "
                            "images (default: the checkpoint's choice, else when --img-size <= 32).",
                            panel=_MODEL)] = None,
+    new_classifier: Annotated[Optional[bool], _opt("--new-classifier", help="A fresh classifier even when the "
+                              "--init checkpoint's (or pretrained) one fits the dataset's classes (default: keep "
+                              "one that fits, replace one that does not).", panel=_MODEL)] = None,
     seed: Annotated[Optional[int], _opt("--seed", parser=seed_value, metavar="INT", help="Seed of model init, shuffling and augmentation.",
                     panel=_MODEL)] = None,
     recipe: Annotated[Optional[str], _opt("--recipe", help="Published settings: resnet50-paper | "

@@ -6,6 +6,7 @@ Registers on the ``ghn`` command group of :mod:`ghnorth_cli.cli.ghn`.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Annotated, Any, Optional
 
 import typer
@@ -13,6 +14,8 @@ import typer
 from ghnorth_cli.cli.ghn import ghn_app
 from ghnorth_cli.cli.options import JsonOption, device_name, seed_value
 from ghnorth_cli.limits import MAX_IMG_SIZE
+
+_logger = logging.getLogger(__name__)
 
 
 def _table(rows: list[dict[str, Any]]) -> list[str]:
@@ -56,9 +59,11 @@ def eval_command(
     import torch
 
     from ghnorth_cli.archspace import get_space, heldout_archs
+    from ghnorth_cli.errors import GhnorthError
     from ghnorth_cli.ghn.registry import load_pretrained, resolve_ghn
     from ghnorth_cli.ghn_training.data import load_task, parse_classes
-    from ghnorth_cli.ghn_training.evaluate import EvalSettings, evaluate_heldout, evaluate_named, summarize
+    from ghnorth_cli.ghn_training.evaluate import (BUILTIN_DATA, EvalSettings, align_test_classes, classifier_classes,
+                                                   evaluate_heldout, evaluate_named, summarize)
     from ghnorth_cli.ghn_training.ghnfile import read_training_info
     from ghnorth_cli.ghn_training.run import resolve_device
 
@@ -66,17 +71,30 @@ def eval_command(
         torch.set_num_threads(threads)
     info = read_training_info(resolve_ghn(ghn).path)
     network = load_pretrained(ghn, device=str(resolve_device(device)))
+    trained = classifier_classes(ghn, num_classes=network.config.num_classes)
     size = img_size or info.get("img_size") or 32
-    wanted = parse_classes(classes) or (tuple(info["classes"]) if info.get("classes") else None)
-    task = load_task(data or info.get("data") or "fashion-mnist", data_dir=data_dir, classes=wanted, img_size=size)
+    wanted = parse_classes(classes) or trained.classes
+    default_data = trained.data if trained.data in BUILTIN_DATA else "fashion-mnist"
+    task = load_task(data or default_data, data_dir=data_dir, classes=wanted, img_size=size)
     test = task.test if limit is None else task.test.subset(torch.arange(min(limit, len(task.test))))
+    test, tested, checked = align_test_classes(test, data=task.name, classes=task.classes, ghn=trained, name=ghn)
+    if not checked:
+        _logger.warning("warning: %s does not say which classes it was trained on; assuming its %d outputs are "
+                        "the test classes %s of %s in this order", ghn, trained.num_classes,
+                        ",".join(map(str, tested)), task.name)
+    elif tested != task.classes:
+        left_out = [c for c in task.classes if c not in tested]
+        _logger.warning("warning: %s never saw classes %s; evaluating only on its classes %s (%d images)", ghn,
+                        ",".join(map(str, left_out)), ",".join(map(str, tested)), len(test))
+    if len(test) < 2:
+        raise GhnorthError(f"{len(test)} test image(s): batch norm with batch statistics needs at least 2")
     settings = EvalSettings(num_classes=network.config.num_classes, img_size=size, mean=task.mean, std=task.std,
                             batch_size=batch_size, device=str(resolve_device(device)))
     space = arch_space or info.get("arch_space") or "tiny"
     count = info.get("heldout", 16) if heldout is None else heldout
     held = evaluate_heldout(network, heldout_archs(get_space(space), count=count), test, settings=settings)
     named = evaluate_named(network, list(arch or ()), test, settings=settings, seed=seed)
-    report = {"ghn": ghn, "data": task.name, "classes": list(task.classes), "test_images": len(test),
+    report = {"ghn": ghn, "data": task.name, "classes": list(tested), "test_images": len(test),
               "img_size": size, "arch_space": space, "heldout": [r.to_dict() for r in held],
               "heldout_summary": summarize(held), "named": [r.to_dict() for r in named]}
     if json_output:
@@ -88,4 +106,4 @@ def eval_command(
     if s["count"]:
         typer.echo(f"held-out {space} ({s['count']} architectures): mean {100 * s['mean_accuracy']:.2f}% "
                    f"(min {100 * s['min_accuracy']:.2f}%, max {100 * s['max_accuracy']:.2f}%) on {len(test)} "
-                   f"{task.name} test images, classes {','.join(map(str, task.classes))}")
+                   f"{task.name} test images, classes {','.join(map(str, tested))}")

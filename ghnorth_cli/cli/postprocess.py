@@ -50,6 +50,11 @@ NoiseLayersOption = Annotated[
     typer.Option("--noise-layers", metavar="all|from-orth", help="Layers that get noise: all (the paper's text, "
                  "default) or from-orth (the reference code: only the re-initialized layers)."),
 ]
+DtypeOption = Annotated[
+    str,
+    typer.Option("--dtype", metavar="keep|float32|float16|bfloat16|float64", help="dtype of the written "
+                 "floating tensors (keep: the input's). The work is always done in float32."),
+]
 ReportOption = Annotated[
     Optional[Path], typer.Option("--report", metavar="FILE", callback=output_path, help="Also write the JSON report to FILE.")
 ]
@@ -74,6 +79,35 @@ def resolve_settings(
     if settings["noise_layers"] not in NOISE_LAYERS:
         raise GhnorthError(f"--noise-layers must be one of {', '.join(NOISE_LAYERS)}, got {noise_layers!r}")
     return settings
+
+
+DTYPES = ("keep", "float32", "float16", "bfloat16", "float64")
+# Warn when more than this share of the noised values lose their noise to rounding.
+ROUNDED_AWAY_WARNING = 0.1
+
+
+def output_dtype(name: str):
+    """``--dtype`` as a torch dtype (None for keep)."""
+    import torch
+
+    from ghnorth_cli.errors import GhnorthError
+
+    if name not in DTYPES:
+        raise GhnorthError(f"--dtype must be one of {', '.join(DTYPES)}, got {name!r}")
+    return None if name == "keep" else getattr(torch, name)
+
+
+def _warn_rounding(changes, tensors, *, dtype_option: str) -> None:
+    from ghnorth_cli.postprocess import noise_rounded_away
+
+    share = noise_rounded_away(changes)
+    if share is None or share <= ROUNDED_AWAY_WARNING:
+        return
+    dtypes = sorted({str(tensors[c.name].dtype).removeprefix("torch.") for c in changes
+                     if c.noise_rounded_away is not None})
+    hint = "; write float32 with --dtype float32" if dtype_option != "float32" else ""
+    _logger.warning("warning: in %s the noise is below the dtype's resolution for %.0f%% of the noised weights "
+                    "and rounds away%s", "/".join(dtypes), 100 * share, hint)
 
 
 def _check_streams(*, output: str, as_json: bool, report: Path | None) -> None:
@@ -137,6 +171,7 @@ def postprocess_command(
     arch: OptionalArchOption = None,
     num_classes: NumClassesOption = None,
     img_size: ImgSizeOption = None,
+    dtype: DtypeOption = "keep",
     as_json: JsonOption = False,
     report: ReportOption = None,
 ) -> None:
@@ -151,6 +186,8 @@ def postprocess_command(
         if path is not None:
             check_writable(path)
     settings = resolve_settings(preset=preset, beta=beta, orth_from=orth_from, noise_layers=noise_layers)
+    out_dtype = output_dtype(dtype)
+    settings["dtype"] = dtype
     ckpt = read_checkpoint(input, arch=arch, num_classes=num_classes, img_size=img_size)
     layers, heads = ckpt.weight_layers(), set(ckpt.classifier())
     validate_options(beta=settings["beta"], orth_from=settings["orth_from"], noise_layers=settings["noise_layers"],
@@ -163,8 +200,10 @@ def postprocess_command(
         _logger.warning("warning: neither --beta nor --orth-from (nor --preset) given: the weights stay as they are")
     tensors, changes = postprocess(ckpt.tensors, ckpt.order, beta=settings["beta"], orth_from=settings["orth_from"],
                                    noise_layers=settings["noise_layers"],
-                                   generator=torch.Generator().manual_seed(seed), classifier=heads)
+                                   generator=torch.Generator().manual_seed(seed), classifier=heads,
+                                   dtype=out_dtype)
     _log_changes(changes)
+    _warn_rounding(changes, tensors, dtype_option=dtype)
     result = _report(ckpt=ckpt, output=output, settings=settings, seed=seed, changes=changes)
     entry = provenance(command="postprocess", options=settings, seed=seed, inputs={"input": ckpt.sha256},
                        summary=result["summary"])

@@ -125,15 +125,21 @@ def predict_command(
                      network.config.num_classes, result.model_classes)
 
     tensors, order = _state_tensors(model)
+    trained_on = None
+    if result.classifier_predicted:
+        from ghnorth_cli.ghn_training.evaluate import classifier_classes
+
+        trained_on = classifier_classes(ghn or DEFAULT_GHN, num_classes=network.config.num_classes).data
     ghn_meta = {"name": network.info.name, "sha256": network.info.sha256, "config": network.config.to_dict()}
     classifier_meta = {"mode": classifier, "params": result.classifier, "predicted": result.classifier_predicted,
-                       "ghn_classes": network.config.num_classes, "model_classes": result.model_classes}
+                       "ghn_classes": network.config.num_classes, "model_classes": result.model_classes,
+                       "data": trained_on}
     entry = provenance(
         command="predict",
         options={"arch": spec.arch, "ghn": network.info.name, "classifier": classifier, "device": device,
                  "img_size": spec.img_size, "num_classes": spec.num_classes},
         seed=seed, inputs={network.info.name: network.info.sha256}, unpredicted=result.unpredicted,
-        classifier_predicted=result.classifier_predicted,
+        classifier_predicted=result.classifier_predicted, classifier_data=trained_on,
     )
     extra = {"ghnorth.ghn": ghn_meta, "ghnorth.unpredicted": result.unpredicted,
              "ghnorth.classifier": classifier_meta, "ghnorth.buffers": BUFFERS_NOTE}

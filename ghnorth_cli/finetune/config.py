@@ -34,6 +34,7 @@ class FinetuneConfig:
     eval_batch_size: int = 512
     img_size: int | None = None  # None: the checkpoint's size, else 32
     small_input: bool | None = None  # None: the checkpoint's choice, else img_size <= 32
+    new_classifier: bool = False  # replace a source classifier even when it fits the dataset
     warmup_epochs: int = 0
     clip_grad: float | None = None
     label_smoothing: float = 0.0

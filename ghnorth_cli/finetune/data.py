@@ -64,6 +64,20 @@ class Split:
         return Split(self.images[index], self.labels[index])
 
 
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of consecutive batches over ``n`` items, a last batch of 1 merged into the one before.
+
+    Batch norm in training mode (batch statistics) cannot normalize a batch of one image, so no
+    batch here has a single item unless ``n`` is 1.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    bounds = [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], n)]
+    return bounds
+
+
 @dataclass(frozen=True)
 class ImageDataset:
     """A dataset's training and test splits, class names and normalization statistics."""

@@ -29,32 +29,81 @@ class StartingModel:
     replaced: list[str]  # classifier tensors made fresh for the dataset's classes
     history: list[dict[str, Any]] = field(default_factory=list)  # the init checkpoint's provenance
     inputs: dict[str, str] = field(default_factory=dict)  # input name -> sha256
+    classifier: str = "init"  # "kept" | "replaced" (did not fit) | "new" (--new-classifier) | "init" (no source)
+    reason: str = ""  # why the classifier was kept or replaced
 
     def report(self) -> dict[str, Any]:
-        return {"init_loaded": len(self.loaded), "init_replaced": list(self.replaced)}
+        return {"init_loaded": len(self.loaded), "init_replaced": list(self.replaced),
+                "classifier": self.classifier, "classifier_reason": self.reason}
 
     def describe(self, init: str) -> str:
         if init == "default":
             return f"{self.spec.arch}: the model's own initialization (seeded)"
         if init == "orth":
             return f"{self.spec.arch}: {len(self.loaded)} weights orthogonal (Eq. 2), the rest default"
+        if self.classifier == "kept":
+            return f"{self.spec.arch}: loaded {len(self.loaded)} tensors from {init}, classifier kept ({self.reason})"
         return (f"{self.spec.arch}: loaded {len(self.loaded)} tensors from {init}; new classifier "
-                f"{', '.join(self.replaced) or '(none found)'} for {self.spec.num_classes} classes")
+                f"{', '.join(self.replaced) or '(none found)'} for {self.spec.num_classes} classes ({self.reason})")
 
 
 def _classifier(model: nn.Module) -> list[str]:
     return classifier_tensor_names(model)  # every head: all replaced together
 
 
-def _load_except_classifier(model: nn.Module, tensors: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+def classifier_decision(model: nn.Module, tensors: dict[str, torch.Tensor], *, new_classifier: bool,
+                        trained_on: str | None = None, data: str | None = None) -> tuple[str, str]:
+    """Keep the source's classifier when it fits the dataset, else replace it: ``(decision, reason)``.
+
+    It fits when every classifier tensor of ``model`` (built for the dataset's classes) has the
+    same shape in ``tensors`` and, where the source says which dataset its classifier was trained
+    on (``trained_on``), that is ``data``. ``new_classifier`` forces a fresh one ("new").
+    """
+    names = _classifier(model)
+    expected = model.state_dict()
+    if new_classifier:
+        return "new", "--new-classifier"
+    if not names:
+        return "replaced", "no classifier found"
+    missing = [n for n in names if n not in tensors]
+    if missing:
+        return "replaced", f"the source has no {missing[0]}"
+    wrong = [n for n in names if tuple(tensors[n].shape) != tuple(expected[n].shape)]
+    if wrong:
+        return "replaced", (f"{wrong[0]} has shape {list(tensors[wrong[0]].shape)}, the dataset needs "
+                            f"{list(expected[wrong[0]].shape)}")
+    if trained_on is not None and data is not None and trained_on != data:
+        return "replaced", f"it was trained on {trained_on}, not {data}"
+    return "kept", f"its {int(expected[names[0]].shape[0])} classes fit the dataset"
+
+
+def _load_classifier_if_fits(model: nn.Module, tensors: dict[str, torch.Tensor], *, new_classifier: bool,
+                             trained_on: str | None = None, data: str | None = None):
+    """Load ``tensors`` into ``model``, the classifier only when it fits (see :func:`classifier_decision`)."""
     from ghnorth_cli.checkpoint import load_tensors_into
 
-    replaced = _classifier(model)
+    decision, reason = classifier_decision(model, tensors, new_classifier=new_classifier, trained_on=trained_on,
+                                           data=data)
+    replaced = [] if decision == "kept" else _classifier(model)
     load_tensors_into(model, tensors, strict=True, skip=replaced)
-    return [k for k in model.state_dict() if k not in replaced], replaced
+    return [k for k in model.state_dict() if k not in replaced], replaced, decision, reason
 
 
-def _from_checkpoint(config: FinetuneConfig, num_classes: int) -> StartingModel:
+def _trained_on(history: list[dict[str, Any]]) -> str | None:
+    """The dataset the checkpoint's classifier was made for, if its history says.
+
+    The last step that set the classifier decides: a fine-tuning run (its ``data``), or a GHN
+    prediction of the classifier (``classifier_data``: the GHN's training set).
+    """
+    for entry in reversed(history):
+        if entry.get("command") == "finetune" and isinstance(entry.get("data"), dict):
+            return entry["data"].get("name")
+        if entry.get("command") == "predict" and entry.get("classifier_predicted"):
+            return entry.get("classifier_data")
+    return None
+
+
+def _from_checkpoint(config: FinetuneConfig, num_classes: int, data_name: str | None) -> StartingModel:
     from ghnorth_cli.checkpoint import read_checkpoint
 
     ckpt = read_checkpoint(config.init, arch=config.arch)
@@ -66,8 +115,10 @@ def _from_checkpoint(config: FinetuneConfig, num_classes: int) -> StartingModel:
         small_input=base.small_input if config.small_input is None else config.small_input,
     )
     model = create_model(spec, seed=config.seed)
-    loaded, replaced = _load_except_classifier(model, ckpt.tensors)
-    return StartingModel(model, spec, loaded, replaced, list(ckpt.history), {"init": ckpt.sha256})
+    loaded, replaced, decision, reason = _load_classifier_if_fits(
+        model, ckpt.tensors, new_classifier=config.new_classifier, trained_on=_trained_on(ckpt.history),
+        data=data_name)
+    return StartingModel(model, spec, loaded, replaced, list(ckpt.history), {"init": ckpt.sha256}, decision, reason)
 
 
 def _pretrained_tensors(spec: ModelSpec) -> dict[str, torch.Tensor]:
@@ -88,18 +139,23 @@ def _pretrained_tensors(spec: ModelSpec) -> dict[str, torch.Tensor]:
     return source.state_dict()
 
 
-def build_starting_model(config: FinetuneConfig, *, num_classes: int) -> StartingModel:
-    """The model to fine-tune, with a fresh classifier for ``num_classes`` classes."""
+def build_starting_model(config: FinetuneConfig, *, num_classes: int, data_name: str | None = None) -> StartingModel:
+    """The model to fine-tune for ``num_classes`` classes of ``data_name``.
+
+    From a checkpoint or pretrained weights the classifier is kept when it fits the dataset and
+    replaced when it does not or ``config.new_classifier`` (see :func:`classifier_decision`).
+    """
     if config.init_is_checkpoint:
-        return _from_checkpoint(config, num_classes)
+        return _from_checkpoint(config, num_classes, data_name)
     if config.arch is None:
         raise GhnorthError(f"--init {config.init} needs --arch")
     size = config.img_size or DEFAULT_IMG_SIZE
     spec = resolve_spec(config.arch, num_classes=num_classes, img_size=size, small_input=config.small_input)
     model = create_model(spec, seed=config.seed)
     if config.init == "pretrained":
-        loaded, replaced = _load_except_classifier(model, _pretrained_tensors(spec))
-        return StartingModel(model, spec, loaded, replaced)
+        loaded, replaced, decision, reason = _load_classifier_if_fits(model, _pretrained_tensors(spec),
+                                                                      new_classifier=config.new_classifier)
+        return StartingModel(model, spec, loaded, replaced, classifier=decision, reason=reason)
     from ghnorth_cli.inits import init_model_
 
     changed = init_model_(model, method=config.init, generator=torch.Generator().manual_seed(config.seed))

@@ -183,6 +183,7 @@ def _write_outputs(config: FinetuneConfig, result: FinetuneResult, start: Starti
         entry = provenance(
             command="finetune", options=config.to_dict(), seed=config.seed, inputs=start.inputs,
             data=metrics["dataset"], weights=f"epoch {chosen['epoch']}", test_acc=chosen["test_acc"],
+            classifier=start.classifier,
         )
         write_checkpoint(config.output, tensors, spec=result.spec, order=order, history=[*start.history, entry])
     if config.metrics is not None:
@@ -208,7 +209,7 @@ def finetune(
                            img_size=config.img_size or DEFAULT_IMG_SIZE)
     splits = make_splits(dataset, labels_per_class=config.labels_per_class, val_size=config.val_size,
                          seed=config.data_seed, test_size=config.test_size)
-    start = build_starting_model(config, num_classes=dataset.num_classes)
+    start = build_starting_model(config, num_classes=dataset.num_classes, data_name=dataset.name)
     log.info("%s", start.describe(config.init))
     deterministic = device.type == "cpu" if config.deterministic is None else config.deterministic
     cuda_devices = [device.index or 0] if device.type == "cuda" else []

@@ -27,6 +27,11 @@ class NonFiniteLossError(GhnorthError):
         self.epoch, self.step = epoch, step
 
 
+def has_batch_norm(model: nn.Module) -> bool:
+    """Whether any layer of ``model`` is batch norm (``torch.nn`` and timm's subclasses of it)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
 def timm_optimizer_name(opt: str) -> str:
     """SGD here is plain SGD with momentum (the paper's), which timm calls "momentum"."""
     return {"sgd": "momentum", "adamw": "adamw"}[opt]
@@ -62,6 +67,10 @@ class Trainer:
         if len(train) < 2:
             raise GhnorthError(f"the training set has {len(train)} image(s); at least 2 are needed")
         self.batch_size = min(config.batch_size, len(train))
+        if self.batch_size < 2 and has_batch_norm(model):
+            raise GhnorthError(f"--batch-size {config.batch_size}: {type(model).__name__} has batch norm, which "
+                               "normalizes with the statistics of each training batch and needs at least 2 "
+                               "images per batch; use --batch-size 2 or more")
         full, rest = divmod(len(train), self.batch_size)
         self.steps_per_epoch = full + (1 if rest >= 2 else 0)  # a last batch of 1 would break batch norm
         self.optimizer = create_optimizer_v2(

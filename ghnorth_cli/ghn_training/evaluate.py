@@ -16,7 +16,8 @@ from torch import nn
 
 from ghnorth_cli.archspace import ArchSample, build_arch
 from ghnorth_cli.finetune.augment import to_model_input
-from ghnorth_cli.finetune.data import Split
+from ghnorth_cli.errors import GhnorthError
+from ghnorth_cli.finetune.data import Split, batch_bounds
 from ghnorth_cli.ghn.network import GHN2
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,80 @@ class EvalSettings:
     std: tuple[float, ...]
     batch_size: int = 256
     device: str = "cpu"
+
+
+BUILTIN_DATA = ("cifar10", "cifar100", "fashion-mnist")  # names whose classes are fixed and known
+
+
+class ClassMismatchError(GhnorthError):
+    """The GHN's predicted classifiers do not classify the test classes."""
+
+
+@dataclass(frozen=True)
+class ClassifierClasses:
+    """What a GHN's predicted classifiers classify: output ``i`` is class ``classes[i]`` of ``data``.
+
+    ``data`` and ``classes`` are None where unknown (a GHN file without training information).
+    """
+
+    num_classes: int
+    data: str | None = None
+    classes: tuple[int, ...] | None = None
+
+
+def classifier_classes(ghn: str, *, num_classes: int) -> ClassifierClasses:
+    """What the GHN named ``ghn`` (registry name, file or URL) was trained to classify, as far as it says.
+
+    From its ``ghnorth.training`` header (GHNs trained by ghnorth), else its registry entry's dataset.
+    """
+    from ghnorth_cli.ghn.registry import resolve_ghn
+    from ghnorth_cli.ghn_training.ghnfile import read_training_info
+
+    resolved = resolve_ghn(ghn)
+    info = read_training_info(resolved.path)
+    data = info.get("data") or (resolved.entry.dataset if resolved.entry is not None else None)
+    return ClassifierClasses(num_classes, data, tuple(info["classes"]) if info.get("classes") else None)
+
+
+def _fmt(classes) -> str:
+    classes = list(classes)
+    if len(classes) > 2 and classes == list(range(classes[0], classes[-1] + 1)):
+        return f"{classes[0]}-{classes[-1]}"
+    return ",".join(map(str, classes)) if len(classes) <= 12 else ",".join(map(str, classes[:12])) + ",..."
+
+
+def align_test_classes(test: Split, *, data: str, classes: tuple[int, ...], ghn: ClassifierClasses,
+                       name: str) -> tuple[Split, tuple[int, ...], bool]:
+    """The test images whose class the GHN's classifiers know, labelled by the classifier's output index.
+
+    ``test``'s labels index ``classes`` (class ids of the dataset ``data``). Returns the kept images,
+    the class ids they hold, and whether the classes could be checked at all (False when the GHN
+    or the data does not say which classes they are: then only the counts must agree).
+    Raises :class:`ClassMismatchError` when the classifier's classes are not the test classes:
+    another dataset, another class count, or no test class the GHN was trained on. Scoring such a
+    classifier gives chance-level or lower numbers that read like results.
+    """
+    known_data = ghn.data in BUILTIN_DATA and data in BUILTIN_DATA
+    if known_data and ghn.data != data:
+        raise ClassMismatchError(f"{name} predicts {ghn.num_classes}-class classifiers for {ghn.data}, not "
+                                 f"{data}: its accuracy there would be meaningless; pass --data {ghn.data}, or "
+                                 f"evaluate a GHN trained on {data} (`ghnorth train-ghn --data {data}`)")
+    known = ghn.classes if ghn.classes is not None else (tuple(range(ghn.num_classes)) if known_data else None)
+    if known is None or not known_data and ghn.data != data:
+        if ghn.num_classes != len(classes):
+            raise ClassMismatchError(f"{name} predicts {ghn.num_classes}-class classifiers, the test set has "
+                                     f"{len(classes)} classes: its accuracy would be meaningless; pass --classes "
+                                     f"with the {ghn.num_classes} classes it was trained on")
+        return test, tuple(classes), False
+    shared = tuple(c for c in classes if c in known)
+    if not shared:
+        raise ClassMismatchError(f"{name} was trained on {data} classes {_fmt(known)}, none of the test classes "
+                                 f"{_fmt(classes)}: its accuracy would be meaningless; pass --classes "
+                                 f"{_fmt(known)} (or a subset)")
+    remap = torch.tensor([known.index(c) if c in known else -1 for c in classes], dtype=torch.int64)
+    labels = remap[test.labels]
+    keep = labels >= 0
+    return Split(test.images[keep], labels[keep]), shared, True
 
 
 @dataclass(frozen=True)
@@ -61,14 +136,14 @@ def batch_stat_mode_(model: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def accuracy(model: nn.Module, test: Split, *, settings: EvalSettings) -> float:
-    """Top-1 accuracy on ``test`` (batch norm with batch statistics)."""
+    """Top-1 accuracy on ``test`` (batch norm with batch statistics, so a last batch of 1 joins the one before)."""
     device = torch.device(settings.device)
     batch_stat_mode_(model.to(device))
     correct = 0
-    for start in range(0, len(test), settings.batch_size):
-        images = test.images[start:start + settings.batch_size].to(device)
+    for start, stop in batch_bounds(len(test), settings.batch_size):
+        images = test.images[start:stop].to(device)
         x = to_model_input(images, mean=settings.mean, std=settings.std, img_size=settings.img_size)
-        labels = test.labels[start:start + settings.batch_size].to(device)
+        labels = test.labels[start:stop].to(device)
         correct += int((model(x).argmax(1) == labels).sum())
     return correct / max(len(test), 1)
 
