@@ -11,7 +11,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ghnorth_cli.cli.ghn import ghn_app
-from ghnorth_cli.cli.options import JsonOption
+from ghnorth_cli.cli.options import JsonOption, ThreadsOption
 
 
 def _table(rows: list[dict[str, Any]]) -> list[str]:
@@ -44,7 +44,7 @@ def eval_command(
     seed: Annotated[int, typer.Option("--seed", help="Init seed of the parameters the GHN does not predict "
                     "(named models).")] = 0,
     device: Annotated[str, typer.Option("--device", help="cpu | cuda[:N] | auto.")] = "auto",
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch.")] = None,
+    threads: ThreadsOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Accuracy of GHN-predicted parameters on held-out sampled architectures and named models.
@@ -61,8 +61,9 @@ def eval_command(
     from ghnorth_cli.ghn_training.ghnfile import read_training_info
     from ghnorth_cli.ghn_training.run import resolve_device
 
-    if threads is not None:
-        torch.set_num_threads(threads)
+    from ghnorth_cli.threads import apply_threads
+
+    threads = apply_threads(threads)
     info = read_training_info(resolve_ghn(ghn).path)
     network = load_pretrained(ghn, device=str(resolve_device(device)))
     size = img_size or info.get("img_size") or 32
@@ -76,7 +77,7 @@ def eval_command(
     held = evaluate_heldout(network, heldout_archs(get_space(space), count=count), test, settings=settings)
     named = evaluate_named(network, list(arch or ()), test, settings=settings, seed=seed)
     report = {"ghn": ghn, "data": task.name, "classes": list(task.classes), "test_images": len(test),
-              "img_size": size, "arch_space": space, "heldout": [r.to_dict() for r in held],
+              "img_size": size, "threads": threads, "arch_space": space, "heldout": [r.to_dict() for r in held],
               "heldout_summary": summarize(held), "named": [r.to_dict() for r in named]}
     if json_output:
         typer.echo(json.dumps(report, indent=2))
