@@ -265,6 +265,7 @@ def provenance(*, command: str, options: Mapping[str, Any], seed: int | None,
         "seed": seed,
         "inputs": dict(inputs or {}),
         "versions": library_versions(),
+        "threads": torch.get_num_threads(),  # CPU threads in effect (--threads): float sums depend on them
         "time": _utc_now(),
     }
     entry.update(extra)

@@ -150,7 +150,7 @@ def test_predict_command_writes_a_checkpoint(cli, ghn_file: Path, tmp_path: Path
     (entry,) = ckpt.history
     assert entry["command"] == "predict" and entry["inputs"] == {str(ghn_file): sha}
     assert entry["unpredicted"] == gammas
-    assert all(g in result.stderr for g in gammas)  # unpredicted tensors are listed on stderr
+    assert f"{len(gammas)} parameter tensor(s)" in result.stderr and gammas[0] in result.stderr  # listed, capped
     # the checkpoint holds exactly what the library predicts, and the model's own init elsewhere
     expected = predict_parameters(model, tiny_ghn(), img_size=IMG)
     for name, tensor in expected.items():

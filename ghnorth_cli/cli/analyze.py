@@ -12,7 +12,8 @@ import typer
 from ghnorth_cli.cli.app import app
 from ghnorth_cli.cli.latent import (EmbeddingsOption, MetricCsvOption, MetricOption, NeighboursOption,
                                     ReferenceOption, run_latent_analysis)
-from ghnorth_cli.cli.options import ImgSizeOption, JsonOption, NumClassesOption, OptionalArchOption, output_path
+from ghnorth_cli.cli.options import (ImgSizeOption, JsonOption, NumClassesOption, OptionalArchOption, ThreadsOption,
+                                      output_path)
 
 _logger = logging.getLogger(__name__)
 
@@ -115,6 +116,7 @@ def analyze_command(
     metric_csv: MetricCsvOption = None,
     metric: MetricOption = None,
     neighbours: NeighboursOption = 3,
+    threads: ThreadsOption = None,
 ) -> None:
     """Correlation between the output channels of every conv/linear layer: a table, --json, --plot (Fig. 2).
 
@@ -124,7 +126,9 @@ def analyze_command(
     from ghnorth_cli.errors import GhnorthError
     from ghnorth_cli.files import check_writable
     from ghnorth_cli.plotting import figure_format, plot_figure2
+    from ghnorth_cli.threads import apply_threads
 
+    apply_threads(threads)
     if embeddings:  # the latent map (Figure 4) instead of channel correlations
         return run_latent_analysis(embeddings=embeddings, reference=reference, plot=plot, metric_csv=metric_csv,
                                    metric=metric, neighbours=neighbours, as_json=as_json)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import sys
+import warnings
 from typing import Annotated, Optional
 
 import typer
@@ -48,6 +50,48 @@ def _usage_message(exc: click_exceptions.ClickException) -> str:
     return message
 
 
+def set_verbosity(*, verbose: bool = False, quiet: bool = False) -> None:
+    """Route log records and Python warnings to stderr: -q errors only, -v debug detail, else info.
+
+    Library warnings (``warnings.warn``) become log records, so -q silences them too.
+    """
+    level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+    logging.captureWarnings(True)
+    if quiet:
+        warnings.simplefilter("ignore")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def is_quiet() -> bool:
+    """True under -q: nothing but errors may reach stderr (progress bars included)."""
+    return logging.getLogger().getEffectiveLevel() > logging.WARNING
+
+
+def _verbosity_callback(flag: str):
+    def callback(ctx, param, value: bool) -> None:
+        if value:
+            set_verbosity(**{flag: True})
+
+    return callback
+
+
+def _add_verbosity_options(command, root_params) -> None:
+    """Give a subcommand the root's -q/-v, so that they work after the subcommand's name too."""
+    if hasattr(command, "commands"):  # a group: its subcommands
+        for sub in command.commands.values():
+            _add_verbosity_options(sub, root_params)
+        return
+    if any("--quiet" in p.opts for p in command.params):
+        return
+    for root in root_params:  # copies of the root's own flags, handled here instead of passed on
+        flag = copy.copy(root)
+        flag.expose_value = False
+        flag.callback = _verbosity_callback(root.name)
+        flag.help = f"{root.help} (Also accepted before the command.)"
+        command.params.append(flag)
+
+
 class GhnorthGroup(TyperGroup):
     """Turns every error into one line on stderr and exit code 1 (a traceback only in debug).
 
@@ -81,6 +125,12 @@ class GhnorthGroup(TyperGroup):
         except KeyboardInterrupt:
             report_error("interrupted")
             raise typer.Exit(130) from None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        root_params = [p for p in self.params if p.name in ("verbose", "quiet")]
+        for command in self.commands.values():
+            _add_verbosity_options(command, root_params)
 
     def invoke(self, ctx):
         try:
@@ -129,7 +179,7 @@ def _root(
         typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit."),
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More log output on stderr.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors on stderr.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr: no progress, info or "
+                                        "warnings.")] = False,
 ) -> None:
-    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+    set_verbosity(verbose=verbose, quiet=quiet)

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from ghnorth_cli.cli.app import app
-from ghnorth_cli.cli.options import ImgSizeOption, output_path
+from ghnorth_cli.cli.options import ImgSizeOption, ThreadsOption, output_path
 from ghnorth_cli.limits import MAX_NUM_CLASSES
 
 _logger = logging.getLogger(__name__)
@@ -129,6 +129,7 @@ def embed_command(
     heldout: HeldoutOption = None,
     img_size: ImgSizeOption = None,
     num_classes: EmbedClassesOption = None,
+    threads: ThreadsOption = None,
 ) -> None:
     """Embed architectures in the GHN's latent space: mean of node embeddings after propagation (JSON)."""
     from ghnorth_cli.checkpoint import write_bytes_atomic
@@ -136,7 +137,9 @@ def embed_command(
     from ghnorth_cli.embedding import dumps_embeddings, embed_graph, embeddings_document
     from ghnorth_cli.errors import GhnorthError
     from ghnorth_cli.ghn.registry import DEFAULT_GHN, load_pretrained
+    from ghnorth_cli.threads import apply_threads
 
+    apply_threads(threads)
     names = list(archs or []) + (read_arch_file(arch_file) if arch_file else [])
     space = _parse_heldout(heldout) if heldout else None
     if not names and not graphs and not space:

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ghnorth_cli.cli.app import app
-from ghnorth_cli.cli.options import JsonOption, device_name, finite_float, output_path, seed_value
+from ghnorth_cli.cli.options import JsonOption, ThreadsOption, device_name, finite_float, output_path, seed_value
 from ghnorth_cli.limits import MAX_CROP_PADDING, MAX_IMG_SIZE
 
 _logger = logging.getLogger(__name__)
@@ -103,6 +103,7 @@ def finetune_command(
                       panel=_OUT)] = None,
     progress: Annotated[bool, _opt("--progress/--no-progress", help="Progress on stderr.", panel=_OUT)] = True,
     json_out: JsonOption = False,
+    threads: ThreadsOption = None,
 ) -> None:
     """Fine-tune a classifier on an image dataset and report its validation and test accuracy.
 
@@ -112,10 +113,12 @@ def finetune_command(
     are only resized. SGD uses momentum 0.9 (no Nesterov); weight decay applies to all parameters;
     the learning rate follows a per-step cosine schedule down to 0 after an optional linear warm-up.
     """
-    options = {k: v for k, v in locals().items() if k not in ("recipe", "progress", "json_out")}
+    options = {k: v for k, v in locals().items() if k not in ("recipe", "progress", "json_out", "threads")}
     from ghnorth_cli.finetune import finetune
     from ghnorth_cli.finetune.progress import ConsoleProgress
+    from ghnorth_cli.threads import apply_threads
 
+    apply_threads(threads)
     config = finetune_config(recipe=recipe, **options)
     callbacks = {}
     if progress and _logger.getEffectiveLevel() <= logging.INFO:

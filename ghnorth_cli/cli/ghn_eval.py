@@ -12,7 +12,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ghnorth_cli.cli.ghn import ghn_app
-from ghnorth_cli.cli.options import JsonOption, device_name, seed_value
+from ghnorth_cli.cli.options import JsonOption, ThreadsOption, device_name, seed_value
 from ghnorth_cli.limits import MAX_IMG_SIZE
 
 _logger = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def eval_command(
     seed: Annotated[int, typer.Option("--seed", parser=seed_value, metavar="INT", help="Init seed of the parameters the GHN does not predict "
                     "(named models).")] = 0,
     device: Annotated[str, typer.Option("--device", parser=device_name, help="cpu | cuda[:N] | auto.")] = "auto",
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch.")] = None,
+    threads: ThreadsOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Accuracy of GHN-predicted parameters on held-out sampled architectures and named models.
@@ -67,8 +67,9 @@ def eval_command(
     from ghnorth_cli.ghn_training.ghnfile import read_training_info
     from ghnorth_cli.ghn_training.run import resolve_device
 
-    if threads is not None:
-        torch.set_num_threads(threads)
+    from ghnorth_cli.threads import apply_threads
+
+    threads = apply_threads(threads)
     info = read_training_info(resolve_ghn(ghn).path)
     network = load_pretrained(ghn, device=str(resolve_device(device)))
     trained = classifier_classes(ghn, num_classes=network.config.num_classes)
@@ -95,7 +96,7 @@ def eval_command(
     held = evaluate_heldout(network, heldout_archs(get_space(space), count=count), test, settings=settings)
     named = evaluate_named(network, list(arch or ()), test, settings=settings, seed=seed)
     report = {"ghn": ghn, "data": task.name, "classes": list(tested), "test_images": len(test),
-              "img_size": size, "arch_space": space, "heldout": [r.to_dict() for r in held],
+              "img_size": size, "threads": threads, "arch_space": space, "heldout": [r.to_dict() for r in held],
               "heldout_summary": summarize(held), "named": [r.to_dict() for r in named]}
     if json_output:
         typer.echo(json.dumps(report, indent=2))

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ghnorth_cli.cli.app import app
-from ghnorth_cli.cli.options import ArchOption, ImgSizeOption, NumClassesOption, output_path
+from ghnorth_cli.cli.options import ArchOption, ImgSizeOption, NumClassesOption, ThreadsOption, output_path
 
 _logger = logging.getLogger(__name__)
 
@@ -45,13 +45,16 @@ def graph_command(
     ve_cutoff: VeCutoffOption = 50,
     rows: RowsOption = None,
     labels: LabelsOption = False,
+    threads: ThreadsOption = None,
 ) -> None:
     """Draw the model's graph as the GHN-2 sees it: nodes coloured and shaped by primitive, with a legend."""
     from ghnorth_cli.files import check_writable
     from ghnorth_cli.drawing import graph_format, graph_summary, write_graph
     from ghnorth_cli.graph import capture_graph
     from ghnorth_cli.models import create_model, resolve_spec
+    from ghnorth_cli.threads import apply_threads
 
+    apply_threads(threads)
     if fmt is None and output != "-":
         graph_format(output)  # refuse an unknown suffix before any work
     check_writable(output)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ghnorth_cli.cli.app import app
-from ghnorth_cli.cli.options import ArchOption, ImgSizeOption, NumClassesOption, OutputOption, SeedOption
+from ghnorth_cli.cli.options import ArchOption, ImgSizeOption, NumClassesOption, OutputOption, SeedOption, ThreadsOption
 
 _logger = logging.getLogger(__name__)
 
@@ -25,6 +25,7 @@ def init_command(
     num_classes: NumClassesOption = None,
     img_size: ImgSizeOption = None,
     seed: SeedOption = 0,
+    threads: ThreadsOption = None,
 ) -> None:
     """Write a baseline initialization of ARCH (the paper's RAND INIT or ORTH INIT)."""
     import torch
@@ -33,7 +34,9 @@ def init_command(
     from ghnorth_cli.errors import GhnorthError
     from ghnorth_cli.inits import INIT_METHODS, init_model_
     from ghnorth_cli.models import create_model, resolve_spec
+    from ghnorth_cli.threads import apply_threads
 
+    apply_threads(threads)
     if method not in INIT_METHODS:
         raise GhnorthError(f"unknown --method {method!r}; choose from {', '.join(INIT_METHODS)}")
     spec = resolve_spec(arch, num_classes=num_classes, img_size=img_size)

@@ -105,4 +105,8 @@ OutputOption = Annotated[
 InputArgument = Annotated[str, typer.Argument(help="Input checkpoint (.safetensors); '-' reads stdin.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 PathOption = Optional[Path]
-
+ThreadsOption = Annotated[
+    Optional[int],
+    typer.Option("--threads", min=1, help="CPU threads for torch (default 1, measured fastest on a shared "
+                 "machine; OMP_NUM_THREADS, when set, is the default instead). Recorded in the history."),
+]

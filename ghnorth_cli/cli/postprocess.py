@@ -23,6 +23,7 @@ from ghnorth_cli.cli.options import (
     OptionalArchOption,
     OutputOption,
     SeedOption,
+    ThreadsOption,
     finite_float,
     output_path,
 )
@@ -174,13 +175,16 @@ def postprocess_command(
     dtype: DtypeOption = "keep",
     as_json: JsonOption = False,
     report: ReportOption = None,
+    threads: ThreadsOption = None,
 ) -> None:
     """GHN-orth: add noise to the weights and orthogonally re-initialize layers L.. (classifier untouched)."""
     import torch
 
     from ghnorth_cli.checkpoint import provenance, read_checkpoint
     from ghnorth_cli.postprocess import PRESETS, postprocess, validate_options
+    from ghnorth_cli.threads import apply_threads
 
+    apply_threads(threads)
     _check_streams(output=output, as_json=as_json, report=report)
     for path in (output, report):
         if path is not None:

@@ -17,6 +17,7 @@ from ghnorth_cli.cli.options import (
     NumClassesOption,
     OutputOption,
     SeedOption,
+    ThreadsOption,
     device_name,
 )
 
@@ -96,6 +97,7 @@ def predict_command(
     seed: SeedOption = 0,
     report: ReportOption = False,
     as_json: JsonOption = False,
+    threads: ThreadsOption = None,
 ) -> None:
     """Predict ARCH's parameters with a GHN-2 and write them as a checkpoint.
 
@@ -107,7 +109,9 @@ def predict_command(
     from ghnorth_cli.ghn.predict import CLASSIFIER_MODES, predict
     from ghnorth_cli.ghn.registry import DEFAULT_GHN, load_pretrained
     from ghnorth_cli.models import create_model, resolve_spec
+    from ghnorth_cli.threads import apply_threads
 
+    apply_threads(threads)
     if classifier not in CLASSIFIER_MODES:
         raise GhnorthError(f"unknown --classifier {classifier!r}; choose from {', '.join(CLASSIFIER_MODES)}")
     check_writable(output)
@@ -116,7 +120,8 @@ def predict_command(
     network = load_pretrained(ghn or DEFAULT_GHN, device=str(torch_device))
     _warn_resolution(network, spec.img_size)
     model = create_model(spec, seed=seed)
-    result = predict(model, network, img_size=spec.img_size, classifier=classifier, inplace=True)
+    result = predict(model, network, img_size=spec.img_size, classifier=classifier, inplace=True,
+                     threads=None)
     _logger.info("predicted %d of %d parameter tensors of %s with %s (graph %.2f s, GHN %.2f s)",
                  len(result.params), len(list(model.parameters())), spec.arch, network.info.name,
                  result.timings["graph"], result.timings["ghn"])

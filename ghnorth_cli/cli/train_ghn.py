@@ -8,8 +8,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ghnorth_cli.cli.app import app
-from ghnorth_cli.cli.options import JsonOption, device_name, finite_float, output_path, seed_value
+from ghnorth_cli.cli.app import app, is_quiet
+from ghnorth_cli.cli.options import JsonOption, ThreadsOption, device_name, finite_float, output_path, seed_value
 from ghnorth_cli.limits import MAX_GHN_HID, MAX_IMG_SIZE
 
 _DATA, _ARCHS, _TRAIN, _GHN, _RUN = "Data", "Architectures", "Training", "GHN size", "Run"
@@ -86,8 +86,7 @@ def train_ghn_command(
                          "(out,in,h,w).", panel=_GHN)] = "64,64,7,7",
     device: Annotated[str, _opt("--device", parser=device_name, help="auto (CUDA if available) | cpu | cuda[:N].", panel=_RUN)] = "auto",
     amp: Annotated[bool, _opt("--amp/--no-amp", help="bf16 autocast on CUDA.", panel=_RUN)] = True,
-    threads: Annotated[Optional[int], _opt("--threads", min=1, help="CPU threads for torch (1 is often fastest "
-                       "for these small models on a busy machine).", panel=_RUN)] = None,
+    threads: ThreadsOption = None,
     save_every: Annotated[int, _opt("--save-every", min=1, help="Write the state and the GHN file every N "
                           "steps.", panel=_RUN)] = 100,
     resume: Annotated[bool, _opt("--resume", help="Continue from OUTPUT.state.pt.", panel=_RUN)] = False,
@@ -101,14 +100,12 @@ def train_ghn_command(
     Writes ghnorth's GHN file (usable as `predict --ghn FILE` and `ghn eval FILE`). Data goes to
     stdout only with --json; progress and logs go to stderr.
     """
-    import torch
-
     from ghnorth_cli.ghn_training.config import GHNTrainConfig
     from ghnorth_cli.ghn_training.data import parse_classes
     from ghnorth_cli.ghn_training.run import train_ghn
+    from ghnorth_cli.threads import apply_threads
 
-    if threads is not None:
-        torch.set_num_threads(threads)
+    apply_threads(threads)
     config = GHNTrainConfig(
         output=output, data=data, data_dir=data_dir, classes=parse_classes(classes), arch_space=arch_space,
         extra_archs=tuple(include_arch or ()), heldout=heldout, steps=steps, meta_batch=meta_batch,
@@ -116,10 +113,11 @@ def train_ghn_command(
         seed=seed, img_size=img_size, hid=hid, max_shape=_max_shape(max_shape), device=device, amp=amp,
         save_every=save_every, log_every=log_every, log=log,
     )
-    result = train_ghn(config, resume=resume, on_step=StepPrinter(steps=steps, every=log_every))
+    printer = None if is_quiet() else StepPrinter(steps=steps, every=log_every)
+    result = train_ghn(config, resume=resume, on_step=printer)
     summary = {"output": result.output, "steps": result.steps, "seconds": round(result.seconds, 1),
                "last": result.last, "training": result.training}
     if json_output:
         typer.echo(json.dumps(summary, indent=2))
-    else:
+    elif not is_quiet():
         typer.echo(f"wrote {result.output} ({result.steps} steps, {result.seconds:.0f} s)", err=True)

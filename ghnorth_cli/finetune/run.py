@@ -234,6 +234,7 @@ def finetune(
         "images_per_second": progress.train_images / max(progress.train_seconds, 1e-9),
         "wall_seconds": time.perf_counter() - wall_start,
         "device": str(device),
+        "threads": torch.get_num_threads(),
         "dataset": _describe_data(config, dataset, splits),
         "model": start.spec.to_dict(),
         "init": {"method": "checkpoint" if config.init_is_checkpoint else config.init, **start.report()},

@@ -24,6 +24,7 @@ from torch import nn
 from ghnorth_cli.errors import GhnorthError
 from ghnorth_cli.ghn.network import GHN2
 from ghnorth_cli.graph.types import ModelGraph
+from ghnorth_cli.logs import name_list
 from ghnorth_cli.threads import intra_op_threads
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ def _predict(model: nn.Module, ghn: GHN2, *, img_size: int, classifier: str, gra
     unpredicted = [n for n in params if n not in predicted and n not in skip]
     if unpredicted:
         log.warning("%d parameter tensor(s) the GHN cannot predict keep the model's init: %s",
-                    len(unpredicted), ", ".join(unpredicted))
+                    len(unpredicted), name_list(unpredicted, logger=log))
     return Prediction(params=predicted, unpredicted=unpredicted, classifier=cls_names,
                       classifier_predicted=predict_cls and bool(cls_names), model_classes=model_classes,
                       timings={"graph": captured - start, "ghn": done - captured}, graph=graph)
