@@ -209,3 +209,36 @@ def test_progress_counts_runs_and_draws_one_bar(tmp_path):
     with ExperimentProgress(enabled=False, console=Console(file=quiet, force_terminal=True)) as progress:
         progress.on_plan(4, 3)
     assert quiet.getvalue() == ""
+
+
+def _experiment_options() -> set[str]:
+    import typer.main
+
+    from ghnorth_cli.cli import app
+
+    run = typer.main.get_command(app).commands["experiment"].commands["run"]
+    return {name for param in run.params for name in param.opts if name.startswith("--")}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--init", "ghn:no-such-ghn"], "no such file"),
+    (["--init", "ghn:ghn2-cifar10"], "not cached"),  # offline, with an empty cache
+    (["--data", "cifar10", "--init", "default"], "not found"),
+    (["--init", "default", "--grid", "epochs=0"], "at least 1"),
+    (["--init", "default", "--set", "warmup_epochs=3", "--grid", "epochs=2,5"], "warmup_epochs=3"),
+    (["--init", "default", "--set", "lr=0"], "positive"),
+])
+def test_every_hint_names_an_option_of_experiment_run(cli, tmp_path, monkeypatch, fashion_dir, args, message):
+    import re
+
+    monkeypatch.setenv("GHNORTH_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("GHNORTH_OFFLINE", "1")
+    data = ["--data", "fashion-mnist", "--data-dir", str(fashion_dir)] if "--data" not in args else [
+        "--data-dir", str(tmp_path / "nowhere")]
+    result = cli("experiment", "run", "-o", tmp_path / "e", "-a", TINY_ARCH, "--seeds", "1", *data, *args)
+    assert result.exit_code == 1 and message in result.stderr, result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("ghnorth: error: ")
+    named = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", error))
+    assert named <= _experiment_options(), (named, error)
+    assert not list((tmp_path / "e").glob("runs/*/metrics.json"))

@@ -162,6 +162,8 @@ def run_command(
     data: Annotated[Optional[str], typer.Option("--data", help="Dataset as in finetune: cifar10, cifar100, "
                     "fashion-mnist, imagefolder:PATH.")] = None,
     data_dir: Annotated[Optional[str], typer.Option("--data-dir", help="Where the dataset is.")] = None,
+    download: Annotated[bool, typer.Option("--download", help="Download CIFAR into --data-dir if missing (once, "
+                        "before any run).")] = False,
     labels_per_class: Annotated[Optional[int], typer.Option("--labels-per-class", min=1, help="Few-shot "
                                 "training set: this many labelled images per class (default: all).")] = None,
     val_size: Annotated[float, typer.Option("--val-size", help="Validation images held out of the training "
@@ -228,8 +230,8 @@ def run_command(
                          runs_per_gpu=runs_per_gpu, threads=threads, ray_address=ray_address,
                          gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run, partition=partition,
                          time_minutes=time_minutes)
-    executor = FinetuneExecutor(output, orth, data_dir=data_dir, device=device, save_models=save_models,
-                                save_every=save_every)
+    executor = FinetuneExecutor(output, orth, data_dir=data_dir, download=download, device=device,
+                                save_models=save_models, save_every=save_every)
     with ExperimentProgress() as progress:
         run_experiment(experiment, runs, out_dir=output, executor=executor, preflight=executor.preflight,
                        retry_failed=retry_failed, pool=pool, threads=threads, on_plan=progress.on_plan,
