@@ -26,6 +26,7 @@ experiment_app = typer.Typer(
 app.add_typer(experiment_app, name="experiment")
 
 ListOption = Optional[list[str]]
+_SCALE = "Execution at scale"
 AtOption = Annotated[
     str, typer.Option("--at", metavar="final|best", help="Numbers after the last epoch (final) or at the "
                       "best-validation epoch (best).")
@@ -160,6 +161,8 @@ def run_command(
     data: Annotated[Optional[str], typer.Option("--data", help="Dataset as in finetune: cifar10, cifar100, "
                     "fashion-mnist, imagefolder:PATH.")] = None,
     data_dir: Annotated[Optional[str], typer.Option("--data-dir", help="Where the dataset is.")] = None,
+    download: Annotated[bool, typer.Option("--download", help="Download CIFAR into --data-dir if missing (once, "
+                        "before any run).")] = False,
     labels_per_class: Annotated[Optional[int], typer.Option("--labels-per-class", min=1, help="Few-shot "
                                 "training set: this many labelled images per class (default: all).")] = None,
     val_size: Annotated[float, typer.Option("--val-size", parser=finite_float(min=0.0), metavar="FLOAT", help="Validation images held out of the training "
@@ -172,8 +175,31 @@ def run_command(
                          help="GHN-orth: re-initialize layers L.. (per arch with ARCH=L).")] = None,
     noise_layers: Annotated[Optional[str], typer.Option("--noise-layers", metavar="all|from-orth",
                             help="GHN-orth: layers that get noise (as in postprocess).")] = None,
-    shard: Annotated[str, typer.Option("--shard", metavar="I/N", help="Run every N-th run from the I-th.")] = "1/1",
+    shard: Annotated[str, typer.Option("--shard", metavar="I/N", help="Run every N-th run from the I-th (to split "
+                     "a grid over machines that share no scheduler; merge with `experiment report`).")] = "1/1",
     device: Annotated[str, typer.Option("--device", parser=device_name, help="auto, cpu, cuda, cuda:1 ...")] = "auto",
+    executor_name: Annotated[str, typer.Option("--executor", metavar="local|ray|slurm", rich_help_panel=_SCALE,
+                             help="Where runs execute: local processes, Ray tasks, or one Slurm job array "
+                             "(submitit; its local executor where there is no Slurm).")] = "local",
+    jobs: Annotated[Optional[str], typer.Option("--jobs", "-j", metavar="N|auto", rich_help_panel=_SCALE,
+                    help="Runs at once: local pool size (default 1: one after another in this process; auto: "
+                    "one per GPU, or a few on a CPU), Ray's cap, Slurm's array parallelism (default 32).")] = None,
+    runs_per_gpu: Annotated[int, typer.Option("--runs-per-gpu", min=1, rich_help_panel=_SCALE,
+                            help="Local: runs packed onto one GPU at once (few-shot runs leave most of it "
+                            "idle).")] = 1,
+    threads: Annotated[int, typer.Option("--threads", min=1, rich_help_panel=_SCALE, help="Torch CPU threads of "
+                       "each run; fixed (and recorded in its config.json) so that numbers do not depend on the "
+                       "executor or --jobs.")] = 1,
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", rich_help_panel=_SCALE, help="Ray: the "
+                           "cluster to use (e.g. auto, ray://head:10001; default: start Ray here).")] = None,
+    gpus_per_run: Annotated[Optional[float], typer.Option("--gpus-per-run", min=0, rich_help_panel=_SCALE,
+                            help="Ray: GPUs per run (0.25 packs four on a GPU); Slurm: GPUs per array task.")] = None,
+    cpus_per_run: Annotated[Optional[float], typer.Option("--cpus-per-run", min=0, rich_help_panel=_SCALE,
+                            help="Ray / Slurm: CPUs per run (default: --threads).")] = None,
+    partition: Annotated[Optional[str], typer.Option("--partition", rich_help_panel=_SCALE, help="Slurm: the "
+                         "partition.")] = None,
+    time_minutes: Annotated[int, typer.Option("--time", min=1, metavar="MINUTES", rich_help_panel=_SCALE,
+                            help="Slurm: time limit of each run, in minutes.")] = 60,
     save_models: Annotated[bool, typer.Option("--save-models", help="Keep each run's fine-tuned checkpoint.")] = False,
     save_every: Annotated[int, typer.Option("--save-every", min=0, help="Save resumable state every N epochs.")] = 0,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Run failed runs again.")] = False,
@@ -185,7 +211,9 @@ def run_command(
     """Fine-tune every (arch, init, configuration, seed) not finished yet, then print the report."""
     from ghnorth_cli.experiment import parse_shard, plan_runs, run_experiment, select_shard
     from ghnorth_cli.experiment.executor import FinetuneExecutor
+    from ghnorth_cli.experiment.executors import make_executor, parse_jobs
     from ghnorth_cli.experiment.initspec import OrthSettings, parse_orth_from
+    from ghnorth_cli.experiment.progress import ExperimentProgress
 
     default_from, per_arch_from = parse_orth_from(orth_from or [])
     orth = OrthSettings(pp_preset, beta, default_from, per_arch_from, noise_layers)
@@ -197,10 +225,16 @@ def run_command(
     runs = select_shard(plan_runs(experiment, applies=_init_applies), index=index, count=count)
     if dry_run:
         return _dry_run(runs, as_json=as_json)
-    executor = FinetuneExecutor(output, orth, data_dir=data_dir, device=device, save_models=save_models,
-                                save_every=save_every)
-    run_experiment(experiment, runs, out_dir=output, executor=executor, preflight=executor.preflight,
-                   retry_failed=retry_failed)
+    pool = make_executor(executor_name, out_dir=output, device=device, jobs=parse_jobs(jobs),
+                         runs_per_gpu=runs_per_gpu, threads=threads, ray_address=ray_address,
+                         gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run, partition=partition,
+                         time_minutes=time_minutes)
+    executor = FinetuneExecutor(output, orth, data_dir=data_dir, download=download, device=device,
+                                save_models=save_models, save_every=save_every)
+    with ExperimentProgress() as progress:
+        run_experiment(experiment, runs, out_dir=output, executor=executor, preflight=executor.preflight,
+                       retry_failed=retry_failed, pool=pool, threads=threads, on_plan=progress.on_plan,
+                       on_start=progress.on_start, on_run=progress.on_run)
     _print_report([output], out_dir=output, at=at, plot=plot, as_json=as_json)
 
 

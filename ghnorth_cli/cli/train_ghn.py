@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from typing import Annotated, Any, Optional
 
@@ -98,10 +99,13 @@ def train_ghn_command(
     """Train a GHN-2 whose predicted parameters classify DATA, over many sampled architectures.
 
     Writes ghnorth's GHN file (usable as `predict --ghn FILE` and `ghn eval FILE`). Data goes to
-    stdout only with --json; progress and logs go to stderr.
+    stdout only with --json; progress and logs go to stderr. On several GPUs or machines start it
+    with torchrun (`torchrun --nproc_per_node 4 -m ghnorth_cli train-ghn ...`): every process
+    trains its share of each meta-batch, with DDP, and rank 0 writes the files.
     """
     from ghnorth_cli.ghn_training.config import GHNTrainConfig
     from ghnorth_cli.ghn_training.data import parse_classes
+    from ghnorth_cli.ghn_training.distributed import from_environment, process_group
     from ghnorth_cli.ghn_training.run import train_ghn
     from ghnorth_cli.threads import apply_threads
 
@@ -113,8 +117,14 @@ def train_ghn_command(
         seed=seed, img_size=img_size, hid=hid, max_shape=_max_shape(max_shape), device=device, amp=amp,
         save_every=save_every, log_every=log_every, log=log,
     )
-    printer = None if is_quiet() else StepPrinter(steps=steps, every=log_every)
-    result = train_ghn(config, resume=resume, on_step=printer)
+    dist = from_environment()  # several processes under torchrun: one GHN trained with DDP
+    if not dist.is_main:
+        logging.getLogger().setLevel(logging.WARNING)  # rank 0 speaks for all
+    printer = None if is_quiet() or not dist.is_main else StepPrinter(steps=steps, every=log_every)
+    with process_group(dist, device=device, meta_batch=meta_batch):
+        result = train_ghn(config, resume=resume, on_step=printer, dist=dist)
+    if not dist.is_main:
+        return
     summary = {"output": result.output, "steps": result.steps, "seconds": round(result.seconds, 1),
                "last": result.last, "training": result.training}
     if json_output:

@@ -25,6 +25,7 @@ class FinetuneExecutor:
     out_dir: Path
     orth: OrthSettings
     data_dir: str | None = None
+    download: bool = False  # fetch a missing CIFAR into data_dir once, in preflight, before any run
     device: str = "auto"
     save_models: bool = False
     save_every: int = 0
@@ -50,7 +51,7 @@ class FinetuneExecutor:
             if check is not None:
                 check(source)
         data = runs[0].data
-        dataset = load_dataset(data.data, data_dir=self.data_dir, img_size=8)
+        dataset = load_dataset(data.data, data_dir=self.data_dir, download=self.download, img_size=8)
         log.info("data %s: %d training images, %d classes", dataset.name, len(dataset.train), dataset.num_classes)
 
     def init_for(self, run: Run) -> str:

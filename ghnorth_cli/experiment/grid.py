@@ -56,19 +56,44 @@ def _int(text: str) -> int:
     return int(value)
 
 
-# The fine-tuning options a grid may vary, with the parser of one value.
+def _int_from(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = _int(text)
+        if value < low:
+            raise ValueError(f"must be at least {low}")
+        return value
+
+    return parse
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be positive")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise ValueError("must be between 0 and 1")
+    return value
+
+
+# The fine-tuning options a grid may vary, with the parser of one value (which also checks its range,
+# so a bad value stops the experiment while planning, in the grid's own terms).
 GRID_KEYS: dict[str, Callable[[str], Any]] = {
     "opt": _choice("sgd", "adamw"),
-    "lr": float,
+    "lr": _positive,
     "wd": float,
     "momentum": float,
-    "epochs": _int,
-    "batch_size": _int,
-    "img_size": _int,
+    "epochs": _int_from(1),
+    "batch_size": _int_from(1),
+    "img_size": _int_from(8),
     "small_input": _bool,  # adapted stem for small images (default: img_size <= 32)
-    "warmup_epochs": _int,
+    "warmup_epochs": _int_from(0),
     "clip_grad": _optional_float,
-    "label_smoothing": float,
+    "label_smoothing": _fraction,
 }
 _ALIASES = {"batch": "batch_size", "optimizer": "opt", "weight_decay": "wd", "image_size": "img_size"}
 

@@ -1,7 +1,9 @@
 """GHN and GHN-orth inits as checkpoints, made once per (arch, image size, init, seed) and cached.
 
 The cached file lives in the experiment's ``inits/`` folder under a name that says what it is and
-hashes everything it depends on; a later run (or a resumed experiment) reuses it.
+hashes everything it depends on; a later run (or a resumed experiment) reuses it. Runs executing
+at the same time (``--jobs``, Ray, Slurm) take a file lock on the init (``NAME.lock`` beside it),
+so the first makes it and the others wait for it and read it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 from ghnorth_cli.experiment.initspec import InitSpec, OrthSettings
 
@@ -31,6 +35,10 @@ class LoadedGhnPredictor:
     def __init__(self, *, device: str = "cpu") -> None:
         self.device = device
         self._ghns: dict[str, Any] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A worker process (pool, Ray, Slurm) loads the GHNs it needs itself: never ship them.
+        return {"device": self.device, "_ghns": {}}
 
     def check(self, ghn: str) -> None:
         """Load (downloading if needed) the GHN now, so a missing one stops the experiment early."""
@@ -73,11 +81,7 @@ def materialize_init(
     predictor: GhnPredictor,
 ) -> Path:
     """The checkpoint of a ``ghn:G`` / ``ghn-orth:G`` init, predicted (and post-processed) at most once."""
-    import torch
-
-    from ghnorth_cli.checkpoint import model_tensors, provenance, write_checkpoint
-    from ghnorth_cli.models import classifier_tensor_names, create_model, resolve_spec
-    from ghnorth_cli.postprocess import postprocess
+    from ghnorth_cli.models import resolve_spec
 
     if not init.needs_materializing:
         raise ValueError(f"{init.label} needs no materializing")
@@ -90,6 +94,23 @@ def materialize_init(
     path = cached_init_path(Path(cache_dir), key, init=init)
     if path.is_file():
         return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock"):
+        if path.is_file():  # another run made it while this one waited
+            return path
+        _make_init(path, init, spec=spec, key=key, img_size=img_size, seed=seed, settings=settings,
+                   predictor=predictor)
+    return path
+
+
+def _make_init(path: Path, init: InitSpec, *, spec, key: dict[str, Any], img_size: int, seed: int,
+               settings: dict[str, Any] | None, predictor: GhnPredictor) -> None:
+    import torch
+
+    from ghnorth_cli.checkpoint import model_tensors, provenance, write_checkpoint
+    from ghnorth_cli.models import create_model
+    from ghnorth_cli.postprocess import postprocess
+
     model = create_model(spec, seed=seed)
     info = predictor(model, ghn=init.source, img_size=img_size)
     tensors, order = model_tensors(model)
@@ -99,7 +120,5 @@ def materialize_init(
                                  noise_layers=settings["noise_layers"], generator=torch.Generator().manual_seed(seed),
                                  classifier=classifier_tensor_names(model))
         history.append(provenance(command="postprocess", options=settings, seed=seed))
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_checkpoint(path, tensors, spec=spec, order=order, history=history, extra={"ghnorth.experiment_init": key})
     log.info("init %s for %s (%d px, seed %d) -> %s", init.label, spec.arch, img_size, seed, path)
-    return path

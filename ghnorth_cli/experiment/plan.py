@@ -53,8 +53,16 @@ class Experiment:
 
     def configurations(self, arch: str) -> list[HParams]:
         """Every hyper-parameter set of ``arch``: fixed options < per-arch options < grid values."""
+        from ghnorth_cli.finetune.config import FinetuneConfig
+
         base = {**self.fixed, **self.per_arch.get(arch, {})}
-        return [{**base, **combo} for combo in expand(self.grids)]
+        configs = [{**base, **combo} for combo in expand(self.grids)]
+        for config in configs:
+            warmup, epochs = config.get("warmup_epochs", 0), config.get("epochs", FinetuneConfig.epochs)
+            if warmup >= epochs:
+                raise GhnorthError(f"{arch}: warmup_epochs={warmup} must be below epochs={epochs} "
+                                   f"(set with --grid or --set)")
+        return configs
 
     def to_dict(self) -> dict[str, Any]:
         return {"archs": list(self.archs), "inits": [i.to_dict() for i in self.inits], "data": self.data.to_dict(),

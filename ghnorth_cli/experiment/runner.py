@@ -7,10 +7,15 @@ Layout of an experiment directory::
     DIR/runs/<run_id>/config.json    the run (written first)
     DIR/runs/<run_id>/metrics.json   written last, atomically: its presence means "finished"
     DIR/runs/<run_id>/log.jsonl      one line per epoch
+    DIR/runs/<run_id>/run.log        the run's own log messages (warnings, errors, what it did)
     DIR/runs/<run_id>/model.safetensors   only with --save-models
 
 A run that failed (e.g. the loss diverged) gets a metrics.json with ``"failed"``: it counts as
 finished, is reported as failed and is never selected; ``retry_failed`` runs it again.
+
+Where the pending runs execute (one after another here, a process pool, Ray, Slurm) is an
+:class:`~ghnorth_cli.experiment.executors.ExperimentExecutor`; every one of them calls
+:func:`execute_run` for each run, so these guarantees hold whichever executes them.
 """
 
 from __future__ import annotations
@@ -21,10 +26,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ghnorth_cli.errors import GhnorthError
 from ghnorth_cli.experiment.plan import Experiment, Run
+
+if TYPE_CHECKING:
+    from ghnorth_cli.experiment.executors import ExperimentExecutor
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +41,7 @@ INITS_DIR = "inits"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 LOG_FILE = "log.jsonl"
+RUN_LOG_FILE = "run.log"
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,10 @@ class RunPaths:
         return self.dir / LOG_FILE
 
     @property
+    def run_log(self) -> Path:
+        return self.dir / RUN_LOG_FILE
+
+    @property
     def checkpoint(self) -> Path:
         return self.dir / "model.safetensors"
 
@@ -62,9 +75,10 @@ class RunPaths:
         return self.dir / "state.pt"
 
 
-# An executor fine-tunes one run and returns its metrics ({"final": {...}, "best": {...}, ...});
+# A run function fine-tunes one run and returns its metrics ({"final": {...}, "best": {...}, ...});
 # it may write the run's log and checkpoint; a GhnorthError marks the run as failed.
-Executor = Callable[[Run, RunPaths], dict[str, Any]]
+RunFunction = Callable[[Run, RunPaths], dict[str, Any]]
+Executor = RunFunction  # the name the first experiment API used
 
 
 @dataclass
@@ -100,10 +114,16 @@ def finished_metrics(paths: RunPaths, run: Run) -> dict[str, Any] | None:
     return read_json(paths.metrics)
 
 
-def execute_run(run: Run, paths: RunPaths, executor: Executor) -> RunOutcome:
-    """Run one configuration; a GhnorthError is recorded as a failed run instead of stopping."""
+def execute_run(run: Run, paths: RunPaths, executor: RunFunction, *,
+                execution: dict[str, Any] | None = None) -> RunOutcome:
+    """Run one configuration; a GhnorthError is recorded as a failed run instead of stopping.
+
+    ``execution`` (how the run was executed: executor, torch threads, device) is recorded in the
+    run's config.json next to the configuration; it is not part of the run's identity.
+    """
     paths.dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(paths.config, run.to_dict())
+    paths.metrics.unlink(missing_ok=True)  # a failed run retried: unfinished until it ends again
+    write_json_atomic(paths.config, {**run.to_dict(), **({"execution": execution} if execution else {})})
     start = time.perf_counter()
     try:
         metrics = executor(run, paths)
@@ -117,7 +137,24 @@ def execute_run(run: Run, paths: RunPaths, executor: Executor) -> RunOutcome:
     return RunOutcome(run, status, metrics)
 
 
-def _describe(metrics: dict[str, Any]) -> str:
+def record_crash(run: Run, paths: RunPaths, reason: str) -> RunOutcome:
+    """The outcome of a run whose worker died without writing metrics.json (killed, out of memory)."""
+    log.warning("warning: run %s failed: %s", run.run_id, reason)
+    metrics = {"failed": reason}
+    paths.dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(paths.metrics, metrics)
+    return RunOutcome(run, "failed", metrics)
+
+
+def outcome_on_disk(run: Run, paths: RunPaths) -> RunOutcome | None:
+    """What a worker left in ``paths``: the run's outcome, or None when it wrote no metrics.json."""
+    if not paths.metrics.is_file():
+        return None
+    metrics = read_json(paths.metrics)
+    return RunOutcome(run, "failed" if "failed" in metrics else "done", metrics)
+
+
+def describe(metrics: dict[str, Any]) -> str:
     final = metrics.get("final") or {}
     if "failed" in metrics:
         return "failed"
@@ -129,16 +166,27 @@ def run_experiment(
     runs: Sequence[Run],
     *,
     out_dir: str | Path,
-    executor: Executor,
+    executor: RunFunction,
     preflight: Callable[[Sequence[Run]], None] | None = None,
     retry_failed: bool = False,
     on_run: Callable[[RunOutcome], None] | None = None,
+    pool: "ExperimentExecutor | None" = None,
+    threads: int | None = 1,
+    on_plan: Callable[[int, int], None] | None = None,
+    on_start: Callable[[Run], None] | None = None,
 ) -> list[RunOutcome]:
     """Execute ``runs`` (a plan or a shard of it) under ``out_dir``, skipping finished ones.
 
-    ``preflight(pending_runs)`` is called once before any run: the place to stop on problems that
-    would fail every run (missing data or GHN), since an error inside a run only fails that run.
+    ``executor`` fine-tunes one run; ``pool`` decides where the pending runs execute (default: one
+    after another in this process; see :mod:`ghnorth_cli.experiment.executors`), each with
+    ``threads`` torch intra-op threads (fixed, so a run's numbers do not depend on the pool; None
+    leaves torch's setting). ``preflight(pending_runs)`` is called once before any run: the place
+    to stop on problems that would fail every run (missing data or GHN), since an error inside a
+    run only fails that run. Then ``on_plan(total, pending)``; ``on_start(run)`` when a run starts
+    (where the pool can tell) and ``on_run(outcome)`` for every run, skipped ones first.
     """
+    from ghnorth_cli.experiment.executors import RunTask, SerialExecutor
+
     out = Path(out_dir)
     (out / RUNS_DIR).mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "experiment.json", experiment.to_dict())
@@ -147,18 +195,32 @@ def run_experiment(
     log.info("%d runs: %d finished before, %d to run", len(runs), len(runs) - len(pending), len(pending))
     if preflight is not None:
         preflight(pending)
-    numbers = {run.run_id: i for i, run in enumerate(pending, start=1)}
-    outcomes = []
-    for run in runs:
-        if run.run_id in numbers:
-            number = numbers[run.run_id]
-            log.info("run %d/%d %s ...", number, len(pending), run.run_id)
-            outcome = execute_run(run, run_paths(out, run), executor)
-            log.info("run %d/%d %s: %s (%.0f s)", number, len(pending), run.run_id, _describe(outcome.metrics),
-                     outcome.metrics["run_seconds"])
-        else:
-            outcome = RunOutcome(run, "skipped", finished[run.run_id])
-        outcomes.append(outcome)
+    if on_plan is not None:
+        on_plan(len(runs), len(pending))
+    waiting = {run.run_id for run in pending}
+    outcomes = {run.run_id: RunOutcome(run, "skipped", finished[run.run_id]) for run in runs
+                if run.run_id not in waiting}
+    for outcome in outcomes.values():
         if on_run is not None:
             on_run(outcome)
-    return outcomes
+    count = {"started": 0, "ended": 0}
+
+    def started(run: Run) -> None:
+        count["started"] += 1
+        log.info("run %d/%d %s ...", count["started"], len(pending), run.run_id)
+        if on_start is not None:
+            on_start(run)
+
+    def ended(outcome: RunOutcome) -> None:
+        count["ended"] += 1
+        seconds = outcome.metrics.get("run_seconds")
+        took = f" ({seconds:.0f} s)" if seconds is not None else ""
+        log.info("run %s done (%d/%d): %s%s", outcome.run.run_id, count["ended"], len(pending),
+                 describe(outcome.metrics), took)
+        outcomes[outcome.run.run_id] = outcome
+        if on_run is not None:
+            on_run(outcome)
+
+    tasks = [RunTask(run, run_paths(out, run), executor, threads=threads) for run in pending]
+    (pool or SerialExecutor()).execute(tasks, started=started, ended=ended)
+    return [outcomes[run.run_id] for run in runs]

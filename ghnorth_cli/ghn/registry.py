@@ -155,7 +155,8 @@ def resolve_ghn(spec: str | None = None, *, registry: Mapping[str, PretrainedGHN
     if path.is_file():
         return ResolvedGHN(path, spec)
     names = ", ".join(registry)
-    raise GHNNotAvailableError(f"--ghn {spec!r}: no such file, and not a known GHN ({names}) or an http(s) URL")
+    # No option named here: predict takes the GHN as --ghn, experiment as --init ghn:G, ghn eval as an argument.
+    raise GHNNotAvailableError(f"GHN {spec!r}: no such file, and not a known GHN ({names}) or an http(s) URL")
 
 
 def _fetch(url: str, dest: Path, *, git_blob: str | None, name: str, progress: bool) -> Path:
@@ -166,7 +167,8 @@ def _fetch(url: str, dest: Path, *, git_blob: str | None, name: str, progress: b
     if dest.is_file():
         _check_cached(dest, git_blob=git_blob, name=name)
         return dest
-    how = f"get {url} on a machine with internet access and pass it with --ghn PATH, or copy it to {dest}"
+    how = (f"get {url} on a machine with internet access and give the file's path where you gave the name "
+           f"{name!r}, or copy it to {dest}")
     if offline():
         raise GHNNotAvailableError(f"GHN {name!r} is not cached and {OFFLINE_ENV} is set; {how}")
     log.info("GHN %s is not cached; downloading it to %s", name, dest)

@@ -11,6 +11,7 @@ and the GHN file are written, so an interrupted run resumes exactly where it sto
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -27,6 +28,7 @@ from ghnorth_cli.ghn.config import GHNConfig
 from ghnorth_cli.ghn.network import GHN2
 from ghnorth_cli.ghn_training.config import GHNTrainConfig
 from ghnorth_cli.ghn_training.data import TaskData
+from ghnorth_cli.ghn_training.distributed import Distributed, all_sum
 from ghnorth_cli.ghn_training.functional import parameter_shapes, predict_tensors
 from ghnorth_cli.graph import capture_graph
 
@@ -115,28 +117,68 @@ def arch_loss(ghn: GHN2, sample: ArchSample, x: torch.Tensor, y: torch.Tensor, *
     return loss, float((logits.argmax(1) == y).float().mean())
 
 
+class MetaBatchLoss(torch.nn.Module):
+    """``(sample, x, y) -> (loss, accuracy)`` of one architecture with GHN-predicted parameters.
+
+    A module so that DistributedDataParallel can wrap it: DDP averages gradients of what runs
+    through a module's forward.
+    """
+
+    def __init__(self, ghn: GHN2, config: GHNTrainConfig) -> None:
+        super().__init__()
+        self.ghn, self.config = ghn, config
+
+    def forward(self, sample: ArchSample, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, acc = arch_loss(self.ghn, sample, x, y, config=self.config)
+        return loss, torch.tensor(acc)
+
+
+def _synchronized_last(model: torch.nn.Module, index: int, count: int):
+    """DDP's ``no_sync`` for every share member but the last (gradients are averaged once per step)."""
+    no_sync = getattr(model, "no_sync", None)
+    return no_sync() if no_sync is not None and index < count - 1 else contextlib.nullcontext()
+
+
 def train_step(ghn: GHN2, optimizer: torch.optim.Optimizer, samples: list[ArchSample], x: torch.Tensor,
-               y: torch.Tensor, *, config: GHNTrainConfig) -> dict[str, Any]:
-    """One meta-batch update; returns loss, accuracy and gradient norm (skips non-finite updates)."""
+               y: torch.Tensor, *, config: GHNTrainConfig, model: torch.nn.Module | None = None,
+               dist: Distributed | None = None) -> dict[str, Any]:
+    """One meta-batch update; returns loss, accuracy and gradient norm (skips non-finite updates).
+
+    ``model`` is :class:`MetaBatchLoss` over ``ghn`` (wrapped in DDP when ``dist`` has several
+    ranks; this rank then computes only its share of ``samples``, see :mod:`.distributed`).
+    """
+    dist = dist or Distributed()
+    model = model or MetaBatchLoss(ghn, config)
     optimizer.zero_grad(set_to_none=True)
+    mine = dist.share(samples)
     losses, accs = [], []
-    for sample in samples:
-        loss, acc = arch_loss(ghn, sample, x, y, config=config)
-        if not torch.isfinite(loss):
-            log.warning("non-finite loss for %s; left out of this step", sample.label)
-            continue
-        (loss / len(samples)).backward()  # one backward per model keeps memory to one model
-        losses.append(loss.item())
-        accs.append(acc)
+    for i, sample in enumerate(mine):
+        with _synchronized_last(model, i, len(mine)):
+            loss, acc = model(sample, x, y)
+            if not torch.isfinite(loss):
+                log.warning("non-finite loss for %s; left out of this step", sample.label)
+                if not dist.enabled:
+                    continue
+                loss = loss.nan_to_num(0.0, 0.0, 0.0) * 0.0  # every rank must still join the gradient average
+            else:
+                losses.append(loss.item())
+                accs.append(float(acc))
+            # One backward per model keeps memory to one model; DDP divides by world_size: the mean.
+            (loss * dist.world_size / len(samples)).backward()
+    count = len(losses)
+    if dist.enabled:
+        total_loss, total_acc, count = all_sum([sum(losses), sum(accs), len(losses)], device=x.device)
+        count = int(count)
+    else:
+        total_loss, total_acc = sum(losses), sum(accs)
     clip = config.grad_clip if config.grad_clip > 0 else float("inf")
-    norm = float(torch.nn.utils.clip_grad_norm_(ghn.parameters(), clip)) if losses else float("nan")
-    if losses and math.isfinite(norm):
+    norm = float(torch.nn.utils.clip_grad_norm_(ghn.parameters(), clip)) if count else float("nan")
+    if count and math.isfinite(norm):
         optimizer.step()
     else:
         log.warning("skipped an update: gradient norm %s", norm)
-    mean = sum(losses) / len(losses) if losses else float("nan")
-    return {"loss": mean, "acc": sum(accs) / len(accs) if accs else float("nan"), "grad_norm": norm,
-            "archs": [s.label for s in samples]}
+    return {"loss": total_loss / count if count else float("nan"), "acc": total_acc / count if count else float("nan"),
+            "grad_norm": norm, "archs": [s.label for s in samples]}
 
 
 def make_sampler(config: GHNTrainConfig, gens: Generators) -> ArchSampler:
@@ -147,9 +189,21 @@ def make_sampler(config: GHNTrainConfig, gens: Generators) -> ArchSampler:
 
 def run_steps(ghn: GHN2, optimizer: torch.optim.Optimizer, task: TaskData, config: GHNTrainConfig, *,
               gens: Generators, state: RunState, device: torch.device, checkpoint: Callable[[], None],
-              on_step: StepCallback | None = None) -> None:
-    """Train from ``state.step`` to ``config.steps``, checkpointing every ``save_every`` steps."""
+              on_step: StepCallback | None = None, dist: Distributed | None = None) -> None:
+    """Train from ``state.step`` to ``config.steps``, checkpointing every ``save_every`` steps.
+
+    With several ranks (``dist``), every rank draws the same architectures and images and trains
+    its share of them under DistributedDataParallel; ``checkpoint`` is then rank 0's to do.
+    """
+    dist = dist or Distributed()
     sampler = make_sampler(config, gens)
+    model: torch.nn.Module = MetaBatchLoss(ghn, config)
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # find_unused_parameters: an architecture need not reach every GHN part (e.g. virtual edges).
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                        find_unused_parameters=True)
     ghn.train()
     while state.step < config.steps:
         start = time.perf_counter()
@@ -157,13 +211,13 @@ def run_steps(ghn: GHN2, optimizer: torch.optim.Optimizer, task: TaskData, confi
             group["lr"] = lr_at(state.step, config)
         samples = [sampler.sample() for _ in range(config.meta_batch)]
         x, y = image_batch(task, config, gens, device=device)
-        record = train_step(ghn, optimizer, samples, x, y, config=config)
+        record = train_step(ghn, optimizer, samples, x, y, config=config, model=model, dist=dist)
         state.step += 1
         state.seconds += time.perf_counter() - start
         record = {"step": state.step, "lr": optimizer.param_groups[0]["lr"], **record,
                   "seconds": round(state.seconds, 3)}
         state.history = (state.history + [record])[-50:]
-        if state.step % config.save_every == 0 or state.step == config.steps:
+        if (state.step % config.save_every == 0 or state.step == config.steps) and dist.is_main:
             checkpoint()
         if on_step is not None:
             on_step(record)

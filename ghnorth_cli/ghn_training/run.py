@@ -16,6 +16,7 @@ from ghnorth_cli.files import check_writable
 from ghnorth_cli.ghn.network import GHN2
 from ghnorth_cli.ghn_training.config import RESUMABLE_CHANGES, GHNTrainConfig
 from ghnorth_cli.ghn_training.data import TaskData, load_task
+from ghnorth_cli.ghn_training.distributed import Distributed, share_sizes
 from ghnorth_cli.ghn_training.ghnfile import write_ghn
 from ghnorth_cli.ghn_training.loop import (
     Generators,
@@ -62,8 +63,14 @@ def machine_info(device: torch.device) -> dict[str, Any]:
             "torch_threads": torch.get_num_threads()}
 
 
-def training_metadata(config: GHNTrainConfig, task: TaskData, state: RunState, device: torch.device) -> dict:
-    """The ``ghnorth.training`` header: what this GHN learned from, how long it took, where."""
+def training_metadata(config: GHNTrainConfig, task: TaskData, state: RunState, device: torch.device,
+                      dist: Distributed | None = None) -> dict:
+    """The ``ghnorth.training`` header: what this GHN learned from, how long it took, where.
+
+    ``world_size`` is the number of processes that trained it (torchrun), ``meta_batch_per_rank``
+    how many of each step's ``meta_batch`` architectures each of them computed.
+    """
+    dist = dist or Distributed()
     return {
         "data": task.name, "classes": list(task.classes), "class_names": list(task.class_names),
         "img_size": config.img_size, "mean": list(task.mean), "std": list(task.std),
@@ -71,6 +78,7 @@ def training_metadata(config: GHNTrainConfig, task: TaskData, state: RunState, d
         "steps": state.step, "meta_batch": config.meta_batch, "batch_size": config.batch_size,
         "train_images": len(task.train), "seconds": round(state.seconds, 1),
         "last_loss": state.history[-1]["loss"] if state.history else None,
+        "world_size": dist.world_size, "meta_batch_per_rank": share_sizes(config.meta_batch, dist.world_size),
         "machine": machine_info(device),
     }
 
@@ -118,13 +126,18 @@ def _check_output(config: GHNTrainConfig, *, resume: bool) -> None:
 
 
 def train_ghn(config: GHNTrainConfig, *, resume: bool = False, on_step: StepCallback | None = None,
-              task: TaskData | None = None) -> GHNTrainResult:
-    """Train a GHN-2 as ``config`` says (resuming from its state file when ``resume``); write the GHN file."""
+              task: TaskData | None = None, dist: Distributed | None = None) -> GHNTrainResult:
+    """Train a GHN-2 as ``config`` says (resuming from its state file when ``resume``); write the GHN file.
+
+    ``dist``: this process's rank when torchrun started several (the process group joined, see
+    :mod:`ghnorth_cli.ghn_training.distributed`); only rank 0 writes files, logs and calls ``on_step``.
+    """
     from ghnorth_cli.checkpoint import provenance
 
+    dist = dist or Distributed()
     _check_output(config, resume=resume)
     task = task or load_task(config.data, data_dir=config.data_dir, classes=config.classes, img_size=config.img_size)
-    device = resolve_device(config.device)
+    device = resolve_device(dist.device(config.device))
     ghn = new_ghn(ghn_config_for(config, num_classes=task.num_classes), seed=config.seed).to(device)
     optimizer = torch.optim.AdamW(ghn.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     gens = Generators.seeded(config.seed)
@@ -136,15 +149,18 @@ def train_ghn(config: GHNTrainConfig, *, resume: bool = False, on_step: StepCall
     def checkpoint() -> None:
         _save_state(config, ghn, optimizer, gens, state)
         history = [provenance(command="train-ghn", options=config.result_options(), seed=config.seed)]
-        write_ghn(config.output, ghn, history=history, training=training_metadata(config, task, state, device))
+        write_ghn(config.output, ghn, history=history,
+                  training=training_metadata(config, task, state, device, dist))
 
     def step_done(record: dict[str, Any]) -> None:
+        if not dist.is_main:
+            return
         if record["step"] % config.log_every == 0 or record["step"] == config.steps:
             _append_log(config.log, record)
         if on_step is not None:
             on_step(record)
 
     run_steps(ghn, optimizer, task, config, gens=gens, state=state, device=device, checkpoint=checkpoint,
-              on_step=step_done)
+              on_step=step_done, dist=dist)
     return GHNTrainResult(config.output, state.step, state.seconds, state.history[-1] if state.history else {},
-                          training_metadata(config, task, state, device))
+                          training_metadata(config, task, state, device, dist))
