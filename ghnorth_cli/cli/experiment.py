@@ -187,6 +187,7 @@ def run_command(
     from ghnorth_cli.experiment import parse_shard, plan_runs, run_experiment, select_shard
     from ghnorth_cli.experiment.executor import FinetuneExecutor
     from ghnorth_cli.experiment.initspec import OrthSettings, parse_orth_from
+    from ghnorth_cli.progress import Progress
 
     default_from, per_arch_from = parse_orth_from(orth_from or [])
     orth = OrthSettings(pp_preset, beta, default_from, per_arch_from, noise_layers)
@@ -200,8 +201,10 @@ def run_command(
         return _dry_run(runs, as_json=as_json)
     executor = FinetuneExecutor(output, orth, data_dir=data_dir, device=device, save_models=save_models,
                                 save_every=save_every)
-    run_experiment(experiment, runs, out_dir=output, executor=executor, preflight=executor.preflight,
-                   retry_failed=retry_failed)
+    with Progress("experiment", total=len(runs), unit="runs") as progress:
+        run_experiment(experiment, runs, out_dir=output, executor=executor, preflight=executor.preflight,
+                       retry_failed=retry_failed,
+                       on_run=lambda outcome: progress.advance(status=f"{outcome.run.run_id} {outcome.status}"))
     _print_report([output], out_dir=output, at=at, plot=plot, as_json=as_json)
 
 

@@ -110,14 +110,11 @@ def finetune_command(
     """
     options = {k: v for k, v in locals().items() if k not in ("recipe", "progress", "json_out")}
     from ghnorth_cli.finetune import finetune
-    from ghnorth_cli.finetune.progress import ConsoleProgress
+    from ghnorth_cli.finetune.progress import FinetuneProgress
 
     config = finetune_config(recipe=recipe, **options)
-    callbacks = {}
-    if progress and _logger.getEffectiveLevel() <= logging.INFO:
-        reporter = ConsoleProgress(epochs=config.epochs)
-        callbacks = {"on_step": reporter.on_step, "on_epoch": reporter.on_epoch}
-    result = finetune(config, **callbacks)
+    with FinetuneProgress(epochs=config.epochs, enabled=None if progress else False) as reporter:
+        result = finetune(config, on_step=reporter.on_step, on_epoch=reporter.on_epoch)
     final, best = result.metrics["final"], result.metrics["best"]
     summary = f"test accuracy {final['test_acc']:.2f}% after {final['epoch']} epochs"
     if best is not None:

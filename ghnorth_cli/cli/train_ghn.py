@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Annotated, Any, Optional
 
 import typer
@@ -30,23 +29,10 @@ def _max_shape(text: str) -> tuple[int, int, int, int]:
     return sizes  # type: ignore[return-value]
 
 
-class StepPrinter:
-    """Progress on stderr: a rewritten line on a terminal, otherwise one line every ``every`` steps."""
-
-    def __init__(self, *, steps: int, every: int) -> None:
-        self.steps, self.every = steps, every
-        self.live = sys.stderr.isatty()
-
-    def __call__(self, record: dict[str, Any]) -> None:
-        step = record["step"]
-        line = (f"step {step}/{self.steps} loss {record['loss']:.4f} acc {100 * record['acc']:.1f}% "
-                f"lr {record['lr']:.3g} grad {record['grad_norm']:.2f} {record['seconds']:.0f}s")
-        if self.live:
-            end = "\n" if step == self.steps else ""
-            sys.stderr.write(f"\r\033[K{line}{end}")
-        elif step % self.every == 0 or step == self.steps:
-            sys.stderr.write(line + "\n")
-        sys.stderr.flush()
+def step_status(record: dict[str, Any]) -> str:
+    """``loss 2.1000 acc 23.4% lr 0.001 grad 1.20`` for one training record."""
+    return (f"loss {record['loss']:.4f} acc {100 * record['acc']:.1f}% lr {record['lr']:.3g} "
+            f"grad {record['grad_norm']:.2f}")
 
 
 @app.command("train-ghn")
@@ -105,6 +91,7 @@ def train_ghn_command(
     from ghnorth_cli.ghn_training.config import GHNTrainConfig
     from ghnorth_cli.ghn_training.data import parse_classes
     from ghnorth_cli.ghn_training.run import train_ghn
+    from ghnorth_cli.progress import Progress
 
     if threads is not None:
         torch.set_num_threads(threads)
@@ -115,7 +102,13 @@ def train_ghn_command(
         seed=seed, img_size=img_size, hid=hid, max_shape=_max_shape(max_shape), device=device, amp=amp,
         save_every=save_every, log_every=log_every, log=log,
     )
-    result = train_ghn(config, resume=resume, on_step=StepPrinter(steps=steps, every=log_every))
+    with Progress("training GHN", total=steps) as progress:
+        def on_step(record: dict[str, Any]) -> None:
+            progress.update(completed=record["step"], status=step_status(record))
+            if record["step"] % log_every == 0 or record["step"] == steps:
+                progress.line(f"step {record['step']}/{steps} {step_status(record)} {record['seconds']:.0f}s")
+
+        result = train_ghn(config, resume=resume, on_step=on_step)
     summary = {"output": result.output, "steps": result.steps, "seconds": round(result.seconds, 1),
                "last": result.last, "training": result.training}
     if json_output:
