@@ -152,7 +152,8 @@ def run_command(
                       "(one published configuration per arch); explicit options override it.")] = None,
     arch: Annotated[ListOption, typer.Option("--arch", "-a", help="Architecture(s); repeat or comma-separate.")] = None,
     init: Annotated[ListOption, typer.Option("--init", help="Init(s): default, orth, pretrained, ghn:G, ghn-orth:G "
-                    "(G a GHN name or file) or a checkpoint file; repeat or comma-separate.")] = None,
+                    "(G a GHN name or file), weight-selection:T (T a larger model: a checkpoint file or a "
+                    "pretrained model name) or a checkpoint file; repeat or comma-separate.")] = None,
     grid: Annotated[ListOption, typer.Option("--grid", help="Grid 'opt=sgd,adamw lr=0.01,0.005 ...'; several "
                     "--grid make a union (conditional grids); '@FILE.json' reads a list of grids.")] = None,
     seeds: Annotated[Optional[str], typer.Option("--seeds", help="Seed count (3: seeds 0,1,2) or list (0,5).")] = None,

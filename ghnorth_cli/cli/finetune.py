@@ -50,7 +50,9 @@ def finetune_command(
     arch: Annotated[Optional[str], _opt("--arch", "-a", help="Model (timm or torchvision name); with a checkpoint "
                     "--init, taken from its metadata unless given.", panel=_MODEL)] = None,
     init: Annotated[Optional[str], _opt("--init", help="A checkpoint file, or default | orth (made from --seed) | "
-                    "pretrained (timm/torchvision weights; needs the network).", panel=_MODEL)] = None,
+                    "pretrained (timm/torchvision weights; needs the network) | weight-selection:T (evenly "
+                    "spaced weights of a larger model T of the same family: a checkpoint file or a pretrained "
+                    "model name).", panel=_MODEL)] = None,
     img_size: Annotated[Optional[int], _opt("--img-size", min=8, help="Input size; images are resized "
                         "(default: the checkpoint's, else 32).", panel=_MODEL)] = None,
     small_input: Annotated[Optional[bool], _opt("--small-input/--no-small-input", help="Adapt the stem for small "

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ghnorth_cli.experiment.initspec import OrthSettings
+from ghnorth_cli.experiment.initspec import WEIGHT_SELECTION, OrthSettings
 from ghnorth_cli.experiment.materialize import GhnPredictor, LoadedGhnPredictor, materialize_init
 from ghnorth_cli.experiment.plan import Run
 from ghnorth_cli.experiment.runner import INITS_DIR, RunPaths
@@ -38,6 +38,7 @@ class FinetuneExecutor:
         """
         from ghnorth_cli.finetune.data import load_dataset
         from ghnorth_cli.models import resolve_spec
+        from ghnorth_cli.weight_selection import load_teacher
 
         if not runs:
             return
@@ -49,16 +50,18 @@ class FinetuneExecutor:
         for source in dict.fromkeys(r.init.source for r in runs if r.init.needs_materializing):
             if check is not None:
                 check(source)
+        for run in runs:
+            if run.init.kind == WEIGHT_SELECTION:  # the teacher's weights exist (loaded once, cached)
+                load_teacher(run.init.source, img_size=int(run.hparams.get("img_size") or DEFAULT_IMG_SIZE),
+                             small_input=run.hparams.get("small_input"))
         data = runs[0].data
         dataset = load_dataset(data.data, data_dir=self.data_dir, img_size=8)
         log.info("data %s: %d training images, %d classes", dataset.name, len(dataset.train), dataset.num_classes)
 
     def init_for(self, run: Run) -> str:
         """What ``--init`` fine-tuning gets: a built-in name or a checkpoint file."""
-        if run.init.kind == "checkpoint":
-            return str(run.init.source)
         if not run.init.needs_materializing:
-            return run.init.kind
+            return run.init.finetune_init
         img_size = int(run.hparams.get("img_size") or DEFAULT_IMG_SIZE)
         path = materialize_init(run.init, arch=run.arch, img_size=img_size, small_input=run.hparams.get("small_input"),
                                 seed=run.seed, data=run.data.data,

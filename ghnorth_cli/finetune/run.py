@@ -233,7 +233,7 @@ def finetune(
         "device": str(device),
         "dataset": _describe_data(config, dataset, splits),
         "model": start.spec.to_dict(),
-        "init": {"method": "checkpoint" if config.init_is_checkpoint else config.init, **start.report()},
+        "init": {"method": config.init_method, **start.report()},
         "config": config.to_dict(),
         "versions": library_versions(),
     }
