@@ -179,6 +179,9 @@ def run_command(
     save_models: Annotated[bool, typer.Option("--save-models", help="Keep each run's fine-tuned checkpoint.")] = False,
     save_every: Annotated[int, typer.Option("--save-every", min=0, help="Save resumable state every N epochs.")] = 0,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Run failed runs again.")] = False,
+    tensorboard: Annotated[Optional[str], typer.Option("--tensorboard", help="Log every run's losses, accuracies, "
+                           "learning rate, gradient norm and images/s to TensorBoard, in DIR/<run_id> "
+                           "(pip install \"ghnorth[tensorboard]\").")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs (this shard's) and stop.")] = False,
     at: AtOption = "final",
     plot: PlotOption = False,
@@ -200,8 +203,12 @@ def run_command(
     runs = select_shard(plan_runs(experiment, applies=_init_applies), index=index, count=count)
     if dry_run:
         return _dry_run(runs, as_json=as_json)
+    if tensorboard is not None:
+        from ghnorth_cli.tensorboard_log import require_tensorboard
+
+        require_tensorboard()
     executor = FinetuneExecutor(output, orth, data_dir=data_dir, device=device, save_models=save_models,
-                                save_every=save_every)
+                                save_every=save_every, tensorboard=tensorboard)
     with Progress("experiment", total=len(runs), unit="runs") as progress:
         run_experiment(experiment, runs, out_dir=output, executor=executor, preflight=executor.preflight,
                        retry_failed=retry_failed,

@@ -99,6 +99,9 @@ def finetune_command(
                      panel=_OUT)] = None,
     resume: Annotated[Optional[bool], _opt("--resume", help="Continue the run saved in the state file.",
                       panel=_OUT)] = None,
+    tensorboard: Annotated[Optional[str], _opt("--tensorboard", help="Log losses, accuracies, learning rate, "
+                           "gradient norm and images/s to TensorBoard, in a new subfolder of this folder "
+                           "(pip install \"ghnorth[tensorboard]\").", panel=_OUT)] = None,
     progress: Annotated[bool, _opt("--progress/--no-progress", help="Progress on stderr.", panel=_OUT)] = True,
     json_out: JsonOption = False,
 ) -> None:
@@ -115,6 +118,14 @@ def finetune_command(
     from ghnorth_cli.finetune.progress import FinetuneProgress
 
     config = finetune_config(recipe=recipe, **options)
+    if tensorboard is not None:
+        from pathlib import Path
+
+        from ghnorth_cli.tensorboard_log import require_tensorboard, run_dir
+
+        require_tensorboard()
+        init_name = Path(config.init).stem if config.init_is_checkpoint else config.init
+        config = config.replace(tensorboard=run_dir(tensorboard, config.arch, init_name, f"seed{config.seed}"))
     with FinetuneProgress(epochs=config.epochs, enabled=None if progress else False) as reporter:
         result = finetune(config, on_step=reporter.on_step, on_epoch=reporter.on_epoch)
     final, best = result.metrics["final"], result.metrics["best"]

@@ -35,6 +35,41 @@ def step_status(record: dict[str, Any]) -> str:
             f"grad {record['grad_norm']:.2f}")
 
 
+class _GHNScalars:
+    """TensorBoard scalars of GHN training, one point per step (accuracy in %, images/s from step times)."""
+
+    def __init__(self, log_dir: str, *, images_per_step: int) -> None:
+        from ghnorth_cli.tensorboard_log import ScalarLog
+
+        self.log, self.images_per_step, self.seconds = ScalarLog(log_dir), images_per_step, None
+
+    def add(self, record: dict[str, Any]) -> None:
+        previous = 0.0 if record["step"] == 1 else self.seconds  # unknown for the first step after a resume
+        elapsed = record["seconds"] - previous if previous is not None else None
+        self.seconds = record["seconds"]
+        speed = self.images_per_step / elapsed if elapsed else None
+        self.log.add({"loss": record["loss"], "acc": 100 * record["acc"], "lr": record["lr"],
+                      "grad_norm": record["grad_norm"], "images_per_second": speed}, step=record["step"], prefix="step/")
+
+    def __enter__(self) -> "_GHNScalars":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.log.close()
+
+
+def _scalar_log(tensorboard: str | None, config: Any) -> Any:
+    import contextlib
+    from pathlib import Path
+
+    if tensorboard is None:
+        return contextlib.nullcontext()
+    from ghnorth_cli.tensorboard_log import run_dir
+
+    return _GHNScalars(run_dir(tensorboard, "train-ghn", Path(config.output).stem),
+                       images_per_step=config.batch_size * config.meta_batch)
+
+
 @app.command("train-ghn")
 def train_ghn_command(
     output: Annotated[str, _opt("--output", "-o", help="The GHN file to write (.safetensors); a state file "
@@ -79,6 +114,9 @@ def train_ghn_command(
     log: Annotated[Optional[str], _opt("--log", help="Append one JSON line per --log-every steps here.",
                    panel=_RUN)] = None,
     log_every: Annotated[int, _opt("--log-every", min=1, help="Log and progress interval.", panel=_RUN)] = 10,
+    tensorboard: Annotated[Optional[str], _opt("--tensorboard", help="Log loss, accuracy, learning rate, gradient "
+                           "norm and images/s per step to TensorBoard, in a new subfolder of this folder "
+                           "(pip install \"ghnorth[tensorboard]\").", panel=_RUN)] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Train a GHN-2 whose predicted parameters classify DATA, over many sampled architectures.
@@ -102,11 +140,13 @@ def train_ghn_command(
         seed=seed, img_size=img_size, hid=hid, max_shape=_max_shape(max_shape), device=device, amp=amp,
         save_every=save_every, log_every=log_every, log=log,
     )
-    with Progress("training GHN", total=steps) as progress:
+    with Progress("training GHN", total=steps) as progress, _scalar_log(tensorboard, config) as scalars:
         def on_step(record: dict[str, Any]) -> None:
             progress.update(completed=record["step"], status=step_status(record))
             if record["step"] % log_every == 0 or record["step"] == steps:
                 progress.line(f"step {record['step']}/{steps} {step_status(record)} {record['seconds']:.0f}s")
+            if scalars is not None:
+                scalars.add(record)
 
         result = train_ghn(config, resume=resume, on_step=on_step)
     summary = {"output": result.output, "steps": result.steps, "seconds": round(result.seconds, 1),

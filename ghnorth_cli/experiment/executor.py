@@ -29,6 +29,7 @@ class FinetuneExecutor:
     save_models: bool = False
     save_every: int = 0
     options: dict[str, Any] | None = None  # other FinetuneConfig fields, e.g. {"amp": False}
+    tensorboard: str | None = None  # TensorBoard folder: each run logs into <tensorboard>/<run_id>
     predictor: GhnPredictor = field(default_factory=LoadedGhnPredictor)
 
     def preflight(self, runs: Sequence[Run]) -> None:
@@ -78,6 +79,7 @@ class FinetuneExecutor:
             "device": self.device, "log": str(paths.log),
             "output": str(paths.checkpoint) if self.save_models else None,
             "state": str(paths.state) if self.save_every else None, "save_every": self.save_every, "resume": resume,
+            "tensorboard": str(Path(self.tensorboard) / run.run_id) if self.tensorboard else None,
         }
         result = finetune(FinetuneConfig(**fields))
         if self.save_every:

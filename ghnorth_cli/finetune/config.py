@@ -52,6 +52,7 @@ class FinetuneConfig:
     state: str | None = None  # resumable state file
     save_every: int = 0
     resume: bool = False
+    tensorboard: str | None = None  # this run's TensorBoard folder (events written there)
 
     def __post_init__(self) -> None:
         choices = {"opt": ("sgd", "adamw"), "save_model": ("best", "last")}
