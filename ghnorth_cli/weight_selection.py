@@ -15,7 +15,8 @@ OscarXZQ/weight-selection, ``weight_selection.py``). The method, per tensor of t
   tensor with the same sizes, so a channel kept in one layer's output is the channel kept in the
   next layer's input (the paper's consistency).
 - every tensor is selected this way: convolution and linear weights, biases, normalization weights
-  and running statistics, embeddings.
+  and running statistics, embeddings. A 1x1 convolution and a linear layer of the same name (timm's
+  smallest ConvNeXts use the first for their MLPs) count as the same tensor.
 - the classifier keeps the student's own initialization (the reference skips ``head``); it is
   found by the project's one classifier function.
 
@@ -65,6 +66,20 @@ def select_uniform(teacher: torch.Tensor, shape: tuple[int, ...] | torch.Size) -
     return selected
 
 
+def _same_rank(teacher: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """``teacher`` viewed with ``len(shape)`` dimensions when they differ only by trailing 1s.
+
+    A 1x1 convolution ``(out, in, 1, 1)`` and a linear layer ``(out, in)`` hold the same weights
+    (timm's ConvNeXt-A/F/P/N use the first for their MLPs, the larger ones the second).
+    """
+    rank = len(shape)
+    if teacher.dim() > rank and all(size == 1 for size in teacher.shape[rank:]):
+        return teacher.reshape(teacher.shape[:rank])
+    if teacher.dim() < rank and all(size == 1 for size in shape[teacher.dim():]):
+        return teacher.reshape(*teacher.shape, *([1] * (rank - teacher.dim())))
+    return teacher
+
+
 def _mismatch(teacher: torch.Tensor | None, shape: tuple[int, ...]) -> str | None:
     """Why a student tensor of ``shape`` cannot be selected from ``teacher``, or None if it can."""
     if teacher is None:
@@ -107,6 +122,8 @@ def weight_selection_(model: nn.Module, teacher: Mapping[str, torch.Tensor]) -> 
         if name in skip:
             continue
         source = teacher.get(name)
+        if source is not None:
+            source = _same_rank(source, tuple(value.shape))
         reason = _mismatch(source, tuple(value.shape))
         if reason is not None:
             result.unmatched[name] = reason

@@ -53,7 +53,9 @@ def test_select_uniform_takes_the_slice_in_every_dimension() -> None:
 def test_wider_deeper_convnext_teacher_gives_slices_and_first_blocks() -> None:
     import timm
 
-    teacher = timm.create_model("convnext_atto", dims=(64, 96, 192, 384), depths=(2, 2, 7, 2), num_classes=10)
+    # wider, deeper, and with linear MLPs (convnext_tiny's layout) where the student has 1x1 convolutions
+    teacher = timm.create_model("convnext_atto", dims=(64, 96, 192, 384), depths=(2, 2, 7, 2), conv_mlp=False,
+                                num_classes=10)
     teacher_state = _perturbed(teacher, seed=1)
     student = timm.create_model("convnext_atto", num_classes=10)  # dims (40, 80, 160, 320), depths (2, 2, 6, 2)
     own = {k: v.clone() for k, v in student.state_dict().items()}
@@ -62,11 +64,17 @@ def test_wider_deeper_convnext_teacher_gives_slices_and_first_blocks() -> None:
     assert result.classifier == ["head.fc.weight", "head.fc.bias"] and not result.unmatched
     assert len(result.selected) == len(state) - 2
     for name in result.selected:
-        assert torch.equal(state[name], _slice(teacher_state[name], tuple(state[name].shape))), name
+        source = teacher_state[name]
+        if source.dim() == 2 and state[name].dim() == 4:  # linear (out, in) as a 1x1 convolution
+            source = source[:, :, None, None]
+        assert torch.equal(state[name], _slice(source, tuple(state[name].shape))), name
     # concretely: 40 of 64 stem channels, evenly spaced; a stage's first blocks (first-N layer selection)
     assert torch.equal(state["stem.0.weight"], teacher_state["stem.0.weight"][[i * 64 // 40 for i in range(40)]])
     keep = [i * 192 // 160 for i in range(160)]
     assert torch.equal(state["stages.2.blocks.5.conv_dw.weight"], teacher_state["stages.2.blocks.5.conv_dw.weight"][keep])
+    assert state["stages.2.blocks.5.mlp.fc2.weight"].shape == (160, 640, 1, 1)
+    assert torch.equal(state["stages.2.blocks.5.mlp.fc2.weight"][:, :, 0, 0],
+                       teacher_state["stages.2.blocks.5.mlp.fc2.weight"][keep][:, [i * 768 // 640 for i in range(640)]])
     assert torch.equal(state["head.fc.weight"], own["head.fc.weight"])  # the classifier keeps its own init
 
 
