@@ -64,6 +64,7 @@ class Progress:
         self._rich: Any = None  # the rich Progress drawing this task when live
         self._task: Any = None
         self._owner = False  # this task started the live display and stops it
+        self._started = False  # the task's clock runs (rich starts it once the total is known)
         self._handlers: list[tuple[logging.StreamHandler, Any]] = []
         self._start = 0.0
 
@@ -90,7 +91,10 @@ class Progress:
             size = "" if self.total is None else f": {format_amount(self.total, self.unit)}"
             self._plain(self.description + size)
             return self
-        self._task = self._rich.add_task(self.description, total=self.total, status="", unit=self.unit)
+        # A task whose total is not known yet (fine-tuning before its first step) starts its clock later.
+        self._started = self.total is not None
+        self._task = self._rich.add_task(self.description, total=self.total, status="", unit=self.unit,
+                                         start=self._started)
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
@@ -121,6 +125,9 @@ class Progress:
             self.total = total
         if self.live:
             fields = {} if status is None else {"status": status}
+            if self.total is not None and not self._started:
+                self._rich.start_task(self._task)
+                self._started = True
             self._rich.update(self._task, completed=self.completed, total=self.total, **fields)
 
     def line(self, text: str) -> None:
