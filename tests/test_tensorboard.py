@@ -74,6 +74,8 @@ def test_experiment_gives_each_run_its_subfolder(cli, fashion_dir, tmp_path) -> 
                  "--grid", "lr=0.01,0.05 epochs=1 batch_size=4", "--set", f"img_size={TINY_SIZE}",
                  "--set", "small_input=false", "--seeds", "1", "--tensorboard", tmp_path / "tb", "--json")
     assert result.exit_code == 0, result.stderr
+    lines = result.stderr.splitlines()  # the run-level progress, as plain lines (stderr is not a terminal)
+    assert "experiment: 2 runs" in lines and any(line.startswith("experiment: done, 2 runs in ") for line in lines)
     run_ids = sorted(p.name for p in (tmp_path / "exp" / "runs").iterdir())
     assert not any("failed" in json.loads((tmp_path / "exp" / "runs" / r / "metrics.json").read_text()) for r in run_ids)
     assert len(run_ids) == 2 and sorted(p.name for p in (tmp_path / "tb").iterdir()) == run_ids
