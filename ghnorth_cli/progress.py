@@ -37,14 +37,14 @@ def progress_enabled() -> bool:
 
 
 def format_amount(amount: float | None, unit: str) -> str:
-    """``12.3 MB`` for bytes, ``40 steps`` otherwise; ``?`` when unknown."""
+    """``12.3 MB`` for bytes, ``40 steps`` (``1 step``) otherwise; ``?`` when unknown."""
     if amount is None:
         return "?"
     if unit == "bytes":
         from rich.filesize import decimal
 
         return decimal(int(amount))
-    return f"{amount:g} {unit}"
+    return f"{amount:g} {unit[:-1] if amount == 1 and unit.endswith('s') else unit}"
 
 
 class Progress:

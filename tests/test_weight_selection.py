@@ -163,3 +163,10 @@ def test_finetune_and_experiment_take_weight_selection(tmp_path) -> None:
     with pytest.raises(Exception, match="weight-selection:T needs a teacher"):
         FinetuneConfig(data="fashion-mnist", init="weight-selection:")
     assert json.dumps(result.metrics["init"])  # plain JSON for --metrics
+
+
+def test_experiment_stops_before_any_run_when_the_teacher_cannot_be_had(cli, tmp_path) -> None:
+    result = cli("experiment", "run", "-o", tmp_path / "e", "-a", "timm:test_resnet", "--data", "fashion-mnist",
+                 "--init", f"weight-selection:{tmp_path / 'missing.safetensors'}", "--seeds", "1")
+    assert result.exit_code == 1 and result.stderr.splitlines()[-1].startswith("ghnorth: error: ")
+    assert "missing.safetensors" in result.stderr and not list((tmp_path / "e" / "runs").glob("*/metrics.json"))

@@ -51,10 +51,10 @@ class FinetuneExecutor:
         for source in dict.fromkeys(r.init.source for r in runs if r.init.needs_materializing):
             if check is not None:
                 check(source)
-        for run in runs:
-            if run.init.kind == WEIGHT_SELECTION:  # the teacher's weights exist (loaded once, cached)
-                load_teacher(run.init.source, img_size=int(run.hparams.get("img_size") or DEFAULT_IMG_SIZE),
-                             small_input=run.hparams.get("small_input"))
+        teachers = dict.fromkeys((r.init.source, int(r.hparams.get("img_size") or DEFAULT_IMG_SIZE),
+                                  r.hparams.get("small_input")) for r in runs if r.init.kind == WEIGHT_SELECTION)
+        for teacher, img_size, small_input in teachers:  # the teacher's weights can be had (pretrained ones cached)
+            load_teacher(teacher, img_size=img_size, small_input=small_input)
         data = runs[0].data
         dataset = load_dataset(data.data, data_dir=self.data_dir, img_size=8)
         log.info("data %s: %d training images, %d classes", dataset.name, len(dataset.train), dataset.num_classes)
