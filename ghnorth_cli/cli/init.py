@@ -37,6 +37,7 @@ def init_command(
 
     from ghnorth_cli.checkpoint import model_tensors, provenance, write_checkpoint
     from ghnorth_cli.errors import GhnorthError
+    from ghnorth_cli.files import check_writable
     from ghnorth_cli.inits import INIT_METHODS, init_model_
     from ghnorth_cli.models import create_model, resolve_spec
     from ghnorth_cli.weight_selection import METHOD as WEIGHT_SELECTION
@@ -45,6 +46,7 @@ def init_command(
         raise GhnorthError(f"unknown --method {method!r}; choose from {', '.join((*INIT_METHODS, WEIGHT_SELECTION))}")
     if (method == WEIGHT_SELECTION) != (teacher is not None):
         raise GhnorthError("--teacher goes with --method weight-selection, and it needs one")
+    check_writable(output)  # before loading a teacher that may be large
     spec = resolve_spec(arch, num_classes=num_classes, img_size=img_size)
     model = create_model(spec, seed=seed)
     options: dict = {"method": method, "arch": spec.arch}
