@@ -108,7 +108,7 @@ def _make_init(path: Path, init: InitSpec, *, spec, key: dict[str, Any], img_siz
     import torch
 
     from ghnorth_cli.checkpoint import model_tensors, provenance, write_checkpoint
-    from ghnorth_cli.models import create_model
+    from ghnorth_cli.models import classifier_tensor_names, create_model
     from ghnorth_cli.postprocess import postprocess
 
     model = create_model(spec, seed=seed)

@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
 # Options that may differ between an interrupted run and its resumption.
-RESUMABLE_CHANGES = frozenset({"resume", "save_every", "state", "output", "metrics", "log", "compile", "device"})
+RESUMABLE_CHANGES = frozenset({"resume", "save_every", "state", "output", "metrics", "log", "compile", "device",
+                               "tensorboard"})
 
 
 def default_state_path(output: str | None) -> str | None:

@@ -1,4 +1,4 @@
-"""Downloading a file atomically, with a progress bar on stderr and a git-blob integrity check."""
+"""Downloading a file atomically, with progress on stderr and a git-blob integrity check."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import hashlib
 import http.client
 import logging
 import os
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -15,6 +14,7 @@ from typing import IO, Callable
 
 from ghnorth_cli.errors import GhnorthError
 from ghnorth_cli.files import temp_path
+from ghnorth_cli.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -44,54 +44,14 @@ def git_blob_id(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-class _Progress:
-    """A one-line progress bar on stderr (redrawn on a terminal, start and end lines otherwise)."""
-
-    def __init__(self, label: str, total: int | None, *, stream: IO[str] | None = None) -> None:
-        self.label, self.total, self.done = label, total, 0
-        self.stream = stream or sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.last = 0.0
-        if not self.tty:
-            size = f" ({self.total / 1e6:.1f} MB)" if self.total else ""
-            self.stream.write(f"downloading {self.label}{size}\n")
-
-    def update(self, n: int) -> None:
-        self.done += n
-        now = time.monotonic()
-        if self.tty and now - self.last > 0.1:
-            self.last = now
-            self._draw()
-
-    def _draw(self) -> None:
-        if self.total:
-            frac = min(self.done / self.total, 1.0)
-            bar = "#" * int(frac * 30)
-            text = f"\r{self.label} [{bar:<30}] {frac:4.0%} {self.done / 1e6:.1f}/{self.total / 1e6:.1f} MB"
-        else:
-            text = f"\r{self.label} {self.done / 1e6:.1f} MB"
-        self.stream.write(text)
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.tty:
-            self._draw()
-            self.stream.write("\n")
-        else:
-            self.stream.write(f"downloaded {self.label} ({self.done / 1e6:.1f} MB)\n")
-        self.stream.flush()
-
-
-def _stream_to(response, out: IO[bytes], progress: _Progress | None, *, url: str, min_rate: float,
-               grace_s: float) -> int:
+def _stream_to(response, out: IO[bytes], progress: Progress, *, url: str, min_rate: float, grace_s: float) -> int:
     """Copy the body; fail when, after ``grace_s`` seconds, the mean rate falls below ``min_rate`` bytes/s."""
     start, done = time.monotonic(), 0
     read = getattr(response, "read1", response.read)  # read1: whatever arrived, so a trickle cannot stall one call
     while chunk := read(CHUNK):
         out.write(chunk)
         done += len(chunk)
-        if progress:
-            progress.update(len(chunk))
+        progress.advance(len(chunk))
         elapsed = time.monotonic() - start
         if elapsed > grace_s and done < min_rate * elapsed:
             raise DownloadError(url, f"too slow ({done} bytes in {elapsed:.0f} s, below {min_rate:.0f} bytes/s); "
@@ -135,10 +95,9 @@ def download(url: str, dest: str | Path, *, git_blob: str | None = None, progres
                     if encoding not in ("", "identity"):
                         raise DownloadError(url, f"the server sent {encoding}-encoded content; nothing was kept")
                     total = _content_length(response.headers.get("Content-Length"))
-                    bar = _Progress(dest.name, total) if progress else None
-                    done = _stream_to(response, out, bar, url=url, min_rate=min_rate, grace_s=grace_s)
-                    if bar:
-                        bar.close()
+                    with Progress(f"downloading {dest.name}", total=total, unit="bytes",
+                                  enabled=None if progress else False) as bar:
+                        done = _stream_to(response, out, bar, url=url, min_rate=min_rate, grace_s=grace_s)
             except urllib.error.HTTPError as exc:
                 raise DownloadError(url, f"HTTP {exc.code} {exc.reason}") from None
             except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
