@@ -206,13 +206,22 @@ def ghn_bytes(config: GHNConfig, state_dict: dict[str, torch.Tensor], *, source:
     return save_safetensors(tensors, metadata=metadata)
 
 
-def convert_ghn(src: str | Path, dst: str | Path) -> GHNFile:
-    """Convert a GHN file (normally a released ``.pt``) to ghnorth's safetensors format, atomically."""
+def convert_ghn(src: str | Path, dst: str | Path, *, config: GHNConfig | None = None,
+                source: dict[str, Any] | None = None) -> GHNFile:
+    """Convert a GHN file (normally a released ``.pt``) to ghnorth's safetensors format, atomically.
+
+    ``config``, if given, is the config the file must have (a registry entry's); ``source`` adds
+    provenance (e.g. the Hub revision) to the recorded file name, sha256 and format.
+    Raises :class:`GHNFileError` before writing anything when the file is unsafe or does not fit.
+    """
     from ghnorth_cli.checkpoint import write_bytes_atomic
 
     ghn_file = read_ghn_file(src)
+    if config is not None and ghn_file.config != config:
+        raise GHNFileError(f"{src}: its config {ghn_file.config.to_dict()} is not the expected {config.to_dict()}")
     if not ghn_file.config.is_ghn3:  # a GHN-3's tensors were checked against its config when read
         build_ghn(ghn_file, name=str(src))  # the weights must fit the config before we write anything
-    source = {"file": Path(src).name, "sha256": ghn_file.sha256, "format": ghn_file.format, **ghn_file.meta}
-    write_bytes_atomic(dst, ghn_bytes(ghn_file.config, ghn_file.state_dict, source=source))
+    provenance = {"file": Path(src).name, "sha256": ghn_file.sha256, "format": ghn_file.format, **ghn_file.meta,
+                  **(source or {})}
+    write_bytes_atomic(dst, ghn_bytes(ghn_file.config, ghn_file.state_dict, source=provenance))
     return ghn_file
