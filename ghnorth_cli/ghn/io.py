@@ -1,7 +1,10 @@
-"""Reading and writing GHN files: the released ``.pt`` format and ghnorth's safetensors format.
+"""Reading and writing GHN files: the released formats and ghnorth's safetensors format.
 
-Released files are ``torch.save({'state_dict', 'config', 'epoch', 'optimzer'})`` dictionaries
+Released GHN-2 files are ``torch.save({'state_dict', 'config', 'epoch', 'optimzer'})`` dictionaries
 (the misspelt key is theirs); they are read with ``torch.load(weights_only=True)`` only.
+Released GHN-3 files are ``joblib.dump(state_dict)`` pickles without a config; they are read by
+:mod:`ghnorth_cli.ghn.safe_pickle` (no code from the file runs) and their config is inferred and
+checked by :mod:`ghnorth_cli.ghn.ghn3_file`.
 ghnorth's own format is a safetensors file of the state dict with the config as JSON in the
 header metadata under ``ghnorth.ghn.config`` (``format`` = ``ghnorth.ghn``).
 """
@@ -42,7 +45,7 @@ class GHNFile:
     config: GHNConfig
     state_dict: dict[str, torch.Tensor]
     sha256: str
-    format: str  # "released" | "safetensors"
+    format: str  # "released" (GHN-2 torch.save) | "joblib" (GHN-3 pickle) | "safetensors"
     meta: dict[str, Any] = field(default_factory=dict)  # e.g. the released file's epoch
 
 
@@ -55,6 +58,35 @@ def _is_safetensors(data: bytes) -> bool:
 
 def _looks_like_torch_save(data: bytes) -> bool:
     return data[:4] == b"PK\x03\x04" or data[:1] == b"\x80"  # zip archive or legacy pickle
+
+
+def _is_plain_pickle(head: bytes) -> bool:
+    """A pickle stream (protocol 2+) that is not a legacy ``torch.save`` (which opens with its magic number)."""
+    from ghnorth_cli.ghn.safe_pickle import LEGACY_MAGIC
+
+    legacy_torch = b"\x80\x02\x8a\x0a" + LEGACY_MAGIC.to_bytes(10, "little")
+    return head[:1] == b"\x80" and not head.startswith(legacy_torch)
+
+
+def _read_ghn3_pickle(path: Path) -> GHNFile:
+    """A released GHN-3 (``joblib.dump`` of its state dict), streamed from disk and unpickled safely."""
+    from ghnorth_cli.ghn.ghn3_file import infer_ghn3_config
+    from ghnorth_cli.ghn.safe_pickle import UnsafePickleError, load_state_dict_pickle
+
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            digest.update(chunk)
+        f.seek(0)
+        try:
+            state = load_state_dict_pickle(f)
+        except UnsafePickleError as exc:
+            raise GHNFileError(f"{path}: {exc}") from None
+    try:
+        config = infer_ghn3_config(state)
+    except GHNConfigError as exc:
+        raise GHNFileError(f"{path}: {exc}") from None
+    return GHNFile(config=config, state_dict=state, sha256=digest.hexdigest(), format="joblib")
 
 
 def _read_released(data: bytes, name: str) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
@@ -100,9 +132,15 @@ def _read_safetensors(data: bytes, name: str) -> tuple[dict[str, Any], dict[str,
 
 
 def read_ghn_file(path: str | Path) -> GHNFile:
-    """Read a GHN file of either format (the format is told by the content, not the name)."""
+    """Read a GHN file of any format (told by the content, not the name); nothing in it is executed.
+
+    Raises :class:`GHNFileError` (one line) for a missing, unreadable, unsafe or ill-fitting file.
+    """
     p = Path(path)
     try:
+        with p.open("rb") as f:
+            if _is_plain_pickle(f.read(16)):
+                return _read_ghn3_pickle(p)
         data = p.read_bytes()
     except FileNotFoundError:
         raise GHNFileError(f"{p}: no such GHN file") from None
@@ -117,6 +155,10 @@ def read_ghn_file(path: str | Path) -> GHNFile:
     raw_config, state, meta = reader(data, str(p))
     try:
         config = GHNConfig.from_dict(raw_config)
+        if config.is_ghn3:
+            from ghnorth_cli.ghn.ghn3_file import check_ghn3_state_dict
+
+            check_ghn3_state_dict(config, state)
     except GHNConfigError as exc:
         raise GHNFileError(f"{p}: {exc}") from None
     return GHNFile(config=config, state_dict=state, sha256=hashlib.sha256(data).hexdigest(), format=fmt, meta=meta)
@@ -182,7 +224,8 @@ def convert_ghn(src: str | Path, dst: str | Path) -> GHNFile:
     from ghnorth_cli.checkpoint import write_bytes_atomic
 
     ghn_file = read_ghn_file(src)
-    build_ghn(ghn_file, name=str(src))  # the weights must fit the config before we write anything
+    if not ghn_file.config.is_ghn3:  # a GHN-3's tensors were checked against its config when read
+        build_ghn(ghn_file, name=str(src))  # the weights must fit the config before we write anything
     source = {"file": Path(src).name, "sha256": ghn_file.sha256, "format": ghn_file.format, **ghn_file.meta}
     write_bytes_atomic(dst, ghn_bytes(ghn_file.config, ghn_file.state_dict, source=source))
     return ghn_file
