@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from ghnorth_cli.ghn.network import GHN2
-from ghnorth_cli.ghn.plan import Shape, plan_prediction
+from ghnorth_cli.ghn.network import GraphHyperNetwork
+from ghnorth_cli.ghn.plan import Shape
 from ghnorth_cli.graph.types import ModelGraph
 
 _logger = logging.getLogger(__name__)
@@ -39,24 +39,24 @@ class ArchEmbedding:
         return {"name": self.name, **self.info, "n_nodes": self.n_nodes, "embedding": self.vector}
 
 
-def node_embeddings(ghn: GHN2, graph: ModelGraph, *, shapes: Mapping[str, Shape] | None = None) -> torch.Tensor:
+def node_embeddings(ghn: GraphHyperNetwork, graph: ModelGraph, *, shapes: Mapping[str, Shape] | None = None) -> torch.Tensor:
     """(n_nodes, hid) node embeddings after propagation and layer norm, as the decoder receives them.
 
     ``shapes`` (parameter name -> shape) defaults to the shapes recorded in the graph's nodes.
     """
     if shapes is None:
         shapes = {n.param: tuple(n.shape) for n in graph.param_nodes}
-    plan = plan_prediction(graph, shapes, max_shape=ghn.config.max_shape)
+    plan = ghn.plan(graph, shapes)
     with torch.no_grad():
         return ghn.node_features(graph, plan).detach().cpu()
 
 
-def graph_embedding(ghn: GHN2, graph: ModelGraph, *, shapes: Mapping[str, Shape] | None = None) -> torch.Tensor:
+def graph_embedding(ghn: GraphHyperNetwork, graph: ModelGraph, *, shapes: Mapping[str, Shape] | None = None) -> torch.Tensor:
     """(hid,) latent vector of an architecture: the mean of :func:`node_embeddings` over all nodes."""
     return node_embeddings(ghn, graph, shapes=shapes).mean(dim=0)
 
 
-def embed_graph(ghn: GHN2, graph: ModelGraph, *, name: str, shapes: Mapping[str, Shape] | None = None,
+def embed_graph(ghn: GraphHyperNetwork, graph: ModelGraph, *, name: str, shapes: Mapping[str, Shape] | None = None,
                 info: Mapping[str, Any] | None = None) -> ArchEmbedding:
     """:func:`graph_embedding` as an :class:`ArchEmbedding` (float32 values as Python floats)."""
     vector = graph_embedding(ghn, graph, shapes=shapes)

@@ -164,20 +164,33 @@ def read_ghn_file(path: str | Path) -> GHNFile:
     return GHNFile(config=config, state_dict=state, sha256=hashlib.sha256(data).hexdigest(), format=fmt, meta=meta)
 
 
-def build_ghn(ghn_file: GHNFile, *, name: str, device: torch.device | str = "cpu"):
-    """A :class:`~ghnorth_cli.ghn.network.GHN2` in eval mode with the file's weights."""
-    from ghnorth_cli.ghn.network import GHN2, GHNInfo
+def new_ghn(config: GHNConfig):
+    """An untrained GHN of ``config``'s family: :class:`~ghnorth_cli.ghn.ghn3.GHN3` for a GHN-3
+    (``config.is_ghn3``), :class:`~ghnorth_cli.ghn.network.GHN2` otherwise."""
+    if config.is_ghn3:
+        from ghnorth_cli.ghn.ghn3 import GHN3
 
-    ghn = GHN2(ghn_file.config)
+        return GHN3(config)
+    from ghnorth_cli.ghn.network import GHN2
+
+    return GHN2(config)
+
+
+def build_ghn(ghn_file: GHNFile, *, name: str, device: torch.device | str = "cpu"):
+    """A GHN (GHN-2 or GHN-3, from the file's config) in eval mode with the file's weights."""
+    from ghnorth_cli.ghn.network import GHNInfo
+
+    ghn = new_ghn(ghn_file.config)
+    family = "GHN-3" if ghn_file.config.is_ghn3 else "GHN-2"
     missing, unexpected = _key_mismatch(ghn.state_dict(), ghn_file.state_dict)
     if missing or unexpected:
         detail = (f"missing {missing[:3]}" if missing else "") + (" " if missing and unexpected else "") + (
             f"unexpected {unexpected[:3]}" if unexpected else "")
-        raise GHNFileError(f"{name}: weights do not fit a GHN-2 with its config: {detail}")
+        raise GHNFileError(f"{name}: weights do not fit a {family} with its config: {detail}")
     try:
         ghn.load_state_dict(ghn_file.state_dict)
     except RuntimeError as exc:
-        raise GHNFileError(f"{name}: weights do not fit a GHN-2 with its config: {exc}") from None
+        raise GHNFileError(f"{name}: weights do not fit a {family} with its config: {exc}") from None
     ghn.info = GHNInfo(name=name, sha256=ghn_file.sha256)
     return ghn.to(device).eval()
 
@@ -187,7 +200,7 @@ def _key_mismatch(expected: dict[str, Any], found: dict[str, Any]) -> tuple[list
 
 
 def load_ghn(path: str | Path, *, name: str | None = None, device: torch.device | str = "cpu"):
-    """Load a GHN-2 from a file of either format."""
+    """Load a GHN (GHN-2 or GHN-3) from a file of either format."""
     return build_ghn(read_ghn_file(path), name=name or str(path), device=device)
 
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ghnorth_cli.errors import GhnorthError
-from ghnorth_cli.ghn.network import GHN2
+from ghnorth_cli.ghn.network import GraphHyperNetwork
 from ghnorth_cli.ghn.plan import classifier_params
 from ghnorth_cli.graph.types import ModelGraph
 from ghnorth_cli.threads import intra_op_threads
@@ -49,9 +49,9 @@ class Prediction:
         return self.unpredicted + ([] if self.classifier_predicted else self.classifier)
 
 
-def as_ghn(ghn: GHN2 | str | Path | None, *, device: torch.device | str | None = None) -> GHN2:
+def as_ghn(ghn: GraphHyperNetwork | str | Path | None, *, device: torch.device | str | None = None) -> GraphHyperNetwork:
     """A loaded GHN: an instance (moved to ``device`` if given), or a registry name, path or URL."""
-    if isinstance(ghn, GHN2):
+    if isinstance(ghn, GraphHyperNetwork):
         return ghn if device is None else ghn.to(device)
     from ghnorth_cli.ghn.registry import load_pretrained
 
@@ -66,7 +66,7 @@ def _decide_classifier(mode: str, *, ghn_classes: int, model_classes: int | None
     return mode == "predict"
 
 
-def predict(model: nn.Module, ghn: GHN2 | str | Path | None = None, *, img_size: int = 224,
+def predict(model: nn.Module, ghn: GraphHyperNetwork | str | Path | None = None, *, img_size: int = 224,
             classifier: ClassifierMode = "auto", graph: ModelGraph | None = None, inplace: bool = False,
             device: torch.device | str | None = None, threads: int | None = 1) -> Prediction:
     """Predict ``model``'s parameters with a GHN-2 (an instance, registry name, path or URL).
@@ -82,7 +82,7 @@ def predict(model: nn.Module, ghn: GHN2 | str | Path | None = None, *, img_size:
                         graph=graph, inplace=inplace)
 
 
-def _predict(model: nn.Module, ghn: GHN2, *, img_size: int, classifier: str, graph: ModelGraph | None,
+def _predict(model: nn.Module, ghn: GraphHyperNetwork, *, img_size: int, classifier: str, graph: ModelGraph | None,
              inplace: bool) -> Prediction:
     params = dict(model.named_parameters())
     shapes = {name: tuple(p.shape) for name, p in params.items()}
@@ -108,7 +108,7 @@ def _predict(model: nn.Module, ghn: GHN2, *, img_size: int, classifier: str, gra
                       timings={"graph": captured - start, "ghn": done - captured}, graph=graph)
 
 
-def predict_parameters(model: nn.Module, ghn: GHN2 | str | Path | None = None, **kwargs) -> dict[str, torch.Tensor]:
+def predict_parameters(model: nn.Module, ghn: GraphHyperNetwork | str | Path | None = None, **kwargs) -> dict[str, torch.Tensor]:
     """``{parameter name: tensor}`` predicted for ``model``; keyword arguments as :func:`predict`."""
     return predict(model, ghn, **kwargs).params
 
