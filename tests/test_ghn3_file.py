@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from ghnorth_cli.ghn.config import GHNConfig, GHNConfigError
-from ghnorth_cli.ghn.ghn3_file import ghn3_tensor_shapes, infer_ghn3_config
-from ghnorth_cli.ghn.io import GHNFileError, convert_ghn, read_ghn_file
+from ghnorth_cli.ghn.ghn3_file import infer_ghn3_config
+from ghnorth_cli.ghn.io import GHNFileError, convert_ghn, ghn_tensor_shapes, read_ghn_file
 from ghnorth_cli.ghn.safe_pickle import LEGACY_MAGIC, UnsafePickleError, load_state_dict_pickle
 
 GHN3_DIR = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ghn3-parity"
@@ -32,7 +32,7 @@ def ghn3_dir() -> Path:
 
 def random_state(config: GHNConfig, *, seed: int = 0) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
-    return {name: torch.randn(shape, generator=gen) for name, shape in ghn3_tensor_shapes(config).items()}
+    return {name: torch.randn(shape, generator=gen) for name, shape in ghn_tensor_shapes(config).items()}
 
 
 def write_joblib_like(path: Path, state: dict[str, torch.Tensor]) -> Path:
@@ -82,12 +82,12 @@ def test_reads_the_released_fixture(ghn3_dir: Path) -> None:
 
 
 def test_layout_of_every_released_size() -> None:
-    """Parameter counts of the four released files (the fixture README's table) follow from the layout."""
+    """The network each released config builds has the released files' parameter counts (fixture README)."""
     counts = {64: 6_906_632, 128: 35_810_368, 256: 214_668_960, 384: 654_365_184}
     for hid, layers in ((64, 3), (128, 5), (256, 12), (384, 24)):
         cfg = GHNConfig(max_shape=(hid, hid, 16, 16), num_classes=1000, hid=hid, hypernet="transformer",
                         weight_norm=True, ve=True, layernorm=True, layers=layers, heads=16 if hid > 64 else 8)
-        total = sum(torch.Size(s).numel() for s in ghn3_tensor_shapes(cfg).values())
+        total = sum(torch.Size(s).numel() for s in ghn_tensor_shapes(cfg).values())
         assert total == counts[hid], hid
 
 

@@ -176,6 +176,13 @@ def new_ghn(config: GHNConfig):
     return GHN2(config)
 
 
+def ghn_tensor_shapes(config: GHNConfig) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor in the state dict of a GHN with ``config`` (nothing allocated)."""
+    with torch.device("meta"):
+        network = new_ghn(config)
+    return {name: tuple(t.shape) for name, t in network.state_dict().items()}
+
+
 def build_ghn(ghn_file: GHNFile, *, name: str, device: torch.device | str = "cpu"):
     """A GHN (GHN-2 or GHN-3, from the file's config) in eval mode with the file's weights."""
     from ghnorth_cli.ghn.network import GHNInfo

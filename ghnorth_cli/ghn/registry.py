@@ -132,16 +132,9 @@ def parameter_count(config: GHNConfig) -> int:
     """Parameters of a GHN with ``config`` (counted without allocating them)."""
     import math
 
-    if config.is_ghn3:
-        from ghnorth_cli.ghn.ghn3_file import ghn3_tensor_shapes
+    from ghnorth_cli.ghn.io import ghn_tensor_shapes
 
-        return sum(math.prod(shape) for shape in ghn3_tensor_shapes(config).values())
-    import torch
-
-    from ghnorth_cli.ghn.network import GHN2
-
-    with torch.device("meta"):
-        return sum(p.numel() for p in GHN2(config).parameters())
+    return sum(math.prod(shape) for shape in ghn_tensor_shapes(config).values())
 
 
 class GHNNotAvailableError(GhnorthError):
