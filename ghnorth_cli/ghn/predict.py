@@ -1,8 +1,8 @@
-"""Predicting a model's parameters with a GHN-2, and loading a prediction into a model.
+"""Predicting a model's parameters with a GHN (GHN-2 or GHN-3), and loading a prediction into a model.
 
 The classification layer is predicted when the GHN was trained on as many classes as the
 model has and kept at the model's own init otherwise (the paper's fine-tuning protocol);
-``classifier="predict"`` / ``"keep"`` override that. Parameters the GHN-2 has no node for
+``classifier="predict"`` / ``"keep"`` override that. Parameters the GHN has no node for
 (e.g. ConvNeXt's layer scale) keep the model's own values; batch-norm running statistics
 are buffers and are never predicted.
 """
@@ -69,7 +69,8 @@ def _decide_classifier(mode: str, *, ghn_classes: int, model_classes: int | None
 def predict(model: nn.Module, ghn: GraphHyperNetwork | str | Path | None = None, *, img_size: int = 224,
             classifier: ClassifierMode = "auto", graph: ModelGraph | None = None, inplace: bool = False,
             device: torch.device | str | None = None, threads: int | None = 1) -> Prediction:
-    """Predict ``model``'s parameters with a GHN-2 (an instance, registry name, path or URL).
+    """Predict ``model``'s parameters with a GHN-2 or GHN-3 (an instance, registry name, path or URL;
+    the family comes from the file).
 
     ``graph`` defaults to the model's captured graph at ``img_size``. With ``inplace`` the
     predictions are written straight into the model's parameters (no extra copy) and
