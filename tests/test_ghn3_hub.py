@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -200,3 +201,52 @@ def test_list_shows_size_and_parameters(cli, home: Path) -> None:
     assert rows["ghn3-l"]["size_bytes"] == 858_730_839 and rows["ghn3-l"]["n_params"] == 214_668_960
     assert rows["ghn3-t"]["hub"] == {"repo_id": REPO, "filename": "ghn3tm8.pt", "revision": "main"}
     assert rows["ghn2-imagenet"]["family"] == "GHN-2" and rows["ghn2-imagenet"]["hub"] is None
+
+
+def test_conversion_from_another_revision_is_made_again(home: Path) -> None:
+    src = write_joblib_like(home / "small.pt", random_state(SMALL, seed=3))
+    put_in_hf_cache(home / "hf", "small.pt", src)
+    old = small_entry()
+    resolve_ghn("small3", registry={"small3": old})
+    pinned = dataclasses.replace(old, hub=dataclasses.replace(old.hub, revision=COMMIT))
+    stamp = cached_file(old).stat().st_mtime_ns
+    path = resolve_ghn("small3", registry={"small3": pinned}).path  # HF resolves the sha offline too
+    with safe_open(str(path), "pt") as f:
+        assert json.loads(f.metadata()["ghnorth.ghn.source"])["hub_revision"] == COMMIT
+    assert cached_file(old).stat().st_mtime_ns != stamp
+
+
+def test_following_the_offline_advice_works(cli, home: Path, tmp_path: Path) -> None:
+    """Offline: convert the file by hand where the error says, and the registry name then loads."""
+    if not GHN3_DIR.is_dir():
+        pytest.skip(f"GHN-3 parity fixtures not found at {GHN3_DIR}")
+    dest = cached_file(REGISTRY["ghn3-t"])
+    dest.parent.mkdir(parents=True)
+    result = cli("ghn", "convert", GHN3_DIR / "ghn3tm8_random.pt", dest)
+    assert result.exit_code == 0, result.stderr
+    assert resolve_ghn("ghn3-t").path == dest and read_ghn_file(dest).config == REGISTRY["ghn3-t"].config
+
+
+def test_convert_command_refuses_a_malicious_pickle(cli, tmp_path: Path) -> None:
+    import collections
+    import pickle
+
+    from test_ghn3_file import _System
+
+    marker, src, dst = tmp_path / "executed", tmp_path / "ghn3xlm16.pt", tmp_path / "ghn3-xl.safetensors"
+    src.write_bytes(pickle.dumps(collections.OrderedDict({"w": _System(marker)}), protocol=4))
+    result = cli("ghn", "convert", src, dst)
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1 and "posix.system" in lines[0], result.stderr
+    assert not marker.exists() and not dst.exists() and list(tmp_path.iterdir()) == [src]
+
+
+def test_convert_command_writes_a_ghn3_in_ghnorth_format(cli, tmp_path: Path) -> None:
+    src = write_joblib_like(tmp_path / "ghn3sm.pt", random_state(SMALL, seed=4))
+    dst = tmp_path / "ghn3.safetensors"
+    result = cli("ghn", "convert", src, dst)
+    assert result.exit_code == 0, result.stderr
+    with safe_open(str(dst), "pt") as f:
+        meta = f.metadata()
+    assert meta["format"] == "ghnorth.ghn" and json.loads(meta[CONFIG_KEY])["hypernet"] == "transformer"
+    assert read_ghn_file(dst).config == SMALL

@@ -236,9 +236,9 @@ def _fetch_hub(entry: PretrainedGHN, *, progress: bool) -> Path:
     from ghnorth_cli.ghn.io import GHNFileError, convert_ghn
 
     dest = cached_file(entry)
-    if dest.is_file():
-        return dest
     hub = entry.hub
+    if dest.is_file() and _converted_from(dest, hub):
+        return dest
     how = (f"download {hub.page} on a machine with internet access and pass the file with --ghn PATH "
            f"(it is read safely), or convert it once with `ghnorth ghn convert {hub.filename} {dest}`")
     if offline():
@@ -258,6 +258,26 @@ def _fetch_hub(entry: PretrainedGHN, *, progress: bool) -> Path:
                                    "delete it from the Hugging Face cache (`hf cache delete`) to download it again") from None
     log.info("GHN %s converted once to %s", entry.name, dest)
     return dest
+
+
+def _converted_from(path: Path, hub: HubFile) -> bool:
+    """Whether a cached conversion may stand for ``hub``: not from another revision, same sha256 where known."""
+    import json
+
+    from safetensors import safe_open
+
+    from ghnorth_cli.ghn.io import SOURCE_KEY
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            source = json.loads((f.metadata() or {}).get(SOURCE_KEY, "{}"))
+    except Exception:  # unreadable: make it again
+        return False
+    # A conversion made by hand (`ghnorth ghn convert`, e.g. offline) records no Hub revision.
+    if "hub_revision" in source and (source.get("hub_repo"), source["hub_revision"]) != (hub.repo_id, hub.revision):
+        log.info("cached %s was converted from another revision; fetching %s", path, hub.url)
+        return False
+    return hub.sha256 is None or source.get("sha256") == hub.sha256
 
 
 def _check_cached(path: Path, *, git_blob: str | None, name: str) -> None:
