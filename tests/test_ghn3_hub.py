@@ -173,7 +173,7 @@ def test_a_cached_file_that_is_not_the_release_is_refused(home: Path, check: str
     entry = small_entry(size=src.stat().st_size + 1) if check == "size" else small_entry(sha256="0" * 64)
     with pytest.raises(GHNNotAvailableError, match="not the released file's") as info:
         resolve_ghn("small3", registry={"small3": entry})
-    assert "hf cache delete" in str(info.value) and not cached_file(entry).exists()
+    assert f"hf cache rm model/{REPO}" in str(info.value) and not cached_file(entry).exists()
 
 
 def test_a_file_with_another_config_is_refused(home: Path) -> None:

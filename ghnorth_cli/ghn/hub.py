@@ -79,13 +79,13 @@ def hub_download(file: HubFile, *, local_files_only: bool = False, progress: boo
     except Exception as exc:  # HTTP, network and disk errors come in many types
         raise HubDownloadError(f"{type(exc).__name__}: {_first_line(exc)}") from None
     path = Path(path)
-    verify_file(path, size=file.size, sha256=file.sha256)
+    verify_file(path, size=file.size, sha256=file.sha256, repo_id=file.repo_id)
     return path
 
 
-def verify_file(path: Path, *, size: int | None, sha256: str | None) -> None:
+def verify_file(path: Path, *, size: int | None, sha256: str | None, repo_id: str) -> None:
     """Raise :class:`HubDownloadError` unless ``path`` has the given size and sha256 (``None``: unchecked)."""
-    hint = "delete it (`hf cache delete`) to download it again"
+    hint = f"delete it (`hf cache rm model/{repo_id}`) to download it again"
     got_size = path.stat().st_size
     if size is not None and got_size != size:
         raise HubDownloadError(f"{path} has {got_size} bytes, not the released file's {size}; {hint}")

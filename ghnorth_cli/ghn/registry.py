@@ -76,7 +76,8 @@ GHN3_HUB_REVISION = "main"
 _GHN3 = dict(num_classes=1000, hypernet="transformer", decoder="conv", weight_norm=True, ve=True, layernorm=True)
 
 
-def _ghn3(name: str, filename: str, *, hid: int, layers: int, heads: int, size: int | None, label: str) -> PretrainedGHN:
+def _ghn3(name: str, filename: str, *, hid: int, layers: int, heads: int, size: int | None,
+          label: str) -> PretrainedGHN:
     hub = HubFile(GHN3_HUB_REPO, filename, GHN3_HUB_REVISION, size=size)
     return PretrainedGHN(
         name=name, filename=filename, url=hub.url, git_blob_id=None,
@@ -246,7 +247,8 @@ def _fetch_hub(entry: PretrainedGHN, *, progress: bool) -> Path:
     try:
         released = hub_download(hub, progress=progress)
     except HubDownloadError as exc:
-        raise GHNNotAvailableError(f"GHN {entry.name!r} is not cached and could not be fetched ({exc}); {how}") from None
+        raise GHNNotAvailableError(f"GHN {entry.name!r} is not cached and could not be fetched ({exc}); "
+                                   f"{how}") from None
     source = {"hub_repo": hub.repo_id, "hub_revision": hub.revision, "hub_commit": snapshot_commit(released)}
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -254,8 +256,9 @@ def _fetch_hub(entry: PretrainedGHN, *, progress: bool) -> Path:
     except OSError as exc:
         raise GHNNotAvailableError(f"cannot write the GHN cache {dest.parent}: {exc.strerror or exc}") from None
     except GHNFileError as exc:
-        raise GHNNotAvailableError(f"GHN {entry.name!r}: the downloaded file is not the released one ({exc}); "
-                                   "delete it from the Hugging Face cache (`hf cache delete`) to download it again") from None
+        raise GHNNotAvailableError(f"GHN {entry.name!r}: the downloaded file is not the released one ({exc}); delete "
+                                   f"it from the Hugging Face cache (`hf cache rm model/{hub.repo_id}`) to download "
+                                   "it again") from None
     log.info("GHN %s converted once to %s", entry.name, dest)
     return dest
 
