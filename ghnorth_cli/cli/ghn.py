@@ -66,7 +66,8 @@ def list_command(as_json: JsonOption = False) -> None:
 def download_command(
     names: Annotated[Optional[list[str]], typer.Argument(help="GHN names (default: every known GHN).")] = None,
 ) -> None:
-    """Download known GHNs into the cache (verified by their git blob id)."""
+    """Download known GHNs into the cache (GHN-2: verified by git blob id; GHN-3: via the Hugging Face cache,
+    checked and converted once to safetensors)."""
     from ghnorth_cli.ghn.registry import REGISTRY, resolve_ghn
 
     for name in names or list(REGISTRY):
@@ -79,7 +80,10 @@ def convert_command(
     source: Annotated[str, typer.Argument(help="GHN file: released .pt (or a ghnorth .safetensors).")],
     dest: Annotated[str, typer.Argument(help="Output .safetensors file (written atomically).")],
 ) -> None:
-    """Convert a released GHN (.pt) to ghnorth's safetensors format (config in the metadata)."""
+    """Convert a released GHN-2 or GHN-3 (.pt) to ghnorth's safetensors format (config in the metadata).
+
+    A GHN-3 pickle is read without running any code from it and its config inferred from its tensors.
+    """
     from ghnorth_cli.ghn.io import convert_ghn
 
     ghn_file = convert_ghn(source, dest)
