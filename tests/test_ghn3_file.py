@@ -202,3 +202,15 @@ def test_convert_writes_the_ghnorth_format(tmp_path: Path) -> None:
     assert b.format == "safetensors" and b.config == a.config == SMALL
     assert b.meta["sha256"] == a.sha256 and b.meta["format"] == "joblib"
     assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_legacy_torch_save_still_goes_to_torch(tmp_path: Path, protocol: int) -> None:
+    """A GHN-2 saved in torch's legacy format (any pickle protocol) is read by torch.load(weights_only=True)."""
+    from ghn_helpers import TINY_CONFIG, tiny_ghn
+
+    path = tmp_path / "legacy.pt"
+    torch.save({"state_dict": tiny_ghn().state_dict(), "config": TINY_CONFIG.to_dict()}, path,
+               _use_new_zipfile_serialization=False, pickle_protocol=protocol)
+    ghn_file = read_ghn_file(path)
+    assert ghn_file.format == "released" and ghn_file.config == TINY_CONFIG

@@ -61,11 +61,12 @@ def _looks_like_torch_save(data: bytes) -> bool:
 
 
 def _is_plain_pickle(head: bytes) -> bool:
-    """A pickle stream (protocol 2+) that is not a legacy ``torch.save`` (which opens with its magic number)."""
+    """A pickle stream (protocol 2+) that is not a legacy ``torch.save`` (whose first pickle is its magic
+    number, after at most a protocol-4+ frame header)."""
     from ghnorth_cli.ghn.safe_pickle import LEGACY_MAGIC
 
-    legacy_torch = b"\x80\x02\x8a\x0a" + LEGACY_MAGIC.to_bytes(10, "little")
-    return head[:1] == b"\x80" and not head.startswith(legacy_torch)
+    legacy_torch = b"\x8a\x0a" + LEGACY_MAGIC.to_bytes(10, "little")
+    return head[:1] == b"\x80" and legacy_torch not in head[:32]
 
 
 def _read_ghn3_pickle(path: Path) -> GHNFile:
@@ -139,7 +140,7 @@ def read_ghn_file(path: str | Path) -> GHNFile:
     p = Path(path)
     try:
         with p.open("rb") as f:
-            if _is_plain_pickle(f.read(16)):
+            if _is_plain_pickle(f.read(32)):
                 return _read_ghn3_pickle(p)
         data = p.read_bytes()
     except FileNotFoundError:
