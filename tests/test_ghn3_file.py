@@ -204,6 +204,7 @@ def test_convert_writes_the_ghnorth_format(tmp_path: Path) -> None:
     assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol 3")  # torch's note on the protocol-3 case
 @pytest.mark.parametrize("protocol", [2, 3])
 def test_legacy_torch_save_still_goes_to_torch(tmp_path: Path, protocol: int) -> None:
     """A GHN-2 saved in torch's legacy format (any pickle protocol) is read by torch.load(weights_only=True)."""
