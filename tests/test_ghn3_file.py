@@ -8,6 +8,7 @@ import json
 import os
 import pathlib
 import pickle
+import warnings
 from pathlib import Path
 
 import pytest
@@ -163,15 +164,20 @@ def test_malicious_storage_record_runs_nothing(tmp_path: Path, after_header: boo
     assert not marker.exists()
 
 
-def test_out_of_bounds_tensor_is_refused() -> None:
+@pytest.mark.parametrize("offset, size, stride, message", [
+    (2, (3,), (1,), "reaches past its storage"),
+    (0, (100_000, 100_000), (0, 0), "more elements than its storage"),
+])
+def test_tensors_outside_their_storage_are_refused(offset, size, stride, message) -> None:
     class _Tensor:
         def __reduce__(self):
-            with pytest.warns(UserWarning, match="TypedStorage"):
+            with warnings.catch_warnings():  # torch warns (once) that TypedStorage is deprecated
+                warnings.simplefilter("ignore")
                 storage = torch.ones(4).storage()  # what torch pickles tensors with
-            return (torch._utils._rebuild_tensor_v2, (storage, 2, (3,), (1,), False, collections.OrderedDict()))
+            return (torch._utils._rebuild_tensor_v2, (storage, offset, size, stride, False, collections.OrderedDict()))
 
     data = pickle.dumps(collections.OrderedDict({"w": _Tensor()}), protocol=4)
-    with pytest.raises(UnsafePickleError, match="reaches past its storage"):
+    with pytest.raises(UnsafePickleError, match=message):
         load_state_dict_pickle(io.BytesIO(data))
 
 
