@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import hashlib
 import io
 import json
 import os
@@ -221,3 +222,33 @@ def test_legacy_torch_save_still_goes_to_torch(tmp_path: Path, protocol: int) ->
                _use_new_zipfile_serialization=False, pickle_protocol=protocol)
     ghn_file = read_ghn_file(path)
     assert ghn_file.format == "released" and ghn_file.config == TINY_CONFIG
+
+
+def test_reads_from_a_pipe(tmp_path: Path) -> None:
+    """A GHN-3 pickle from a FIFO (e.g. process substitution) is read once, in memory."""
+    import threading
+
+    data = pickle.dumps(collections.OrderedDict(random_state(SMALL)), protocol=4)
+    fifo = tmp_path / "ghn.fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_bytes, args=(data,))
+    writer.start()
+    try:
+        ghn_file = read_ghn_file(fifo)
+    finally:
+        writer.join(timeout=30)
+    assert ghn_file.config == SMALL and ghn_file.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_safetensors_whose_header_size_starts_like_a_pickle(tmp_path: Path) -> None:
+    """A safetensors header of 128 + 256 k bytes makes the file's first byte 0x80, as a pickle's is."""
+    from ghnorth_cli.ghn.io import ghn_bytes
+
+    for pad in range(0, 256, 8):
+        data = ghn_bytes(SMALL, random_state(SMALL), source={"pad": "x" * pad})
+        if data[0] == 0x80:
+            break
+    assert data[0] == 0x80
+    path = tmp_path / "g.safetensors"
+    path.write_bytes(data)
+    assert read_ghn_file(path).format == "safetensors"

@@ -12,13 +12,14 @@ header metadata under ``ghnorth.ghn.config`` (``format`` = ``ghnorth.ghn``).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import pickle
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -66,28 +67,31 @@ def _is_plain_pickle(head: bytes) -> bool:
     from ghnorth_cli.ghn.safe_pickle import LEGACY_MAGIC
 
     legacy_torch = b"\x8a\x0a" + LEGACY_MAGIC.to_bytes(10, "little")
-    return head[:1] == b"\x80" and legacy_torch not in head[:32]
+    safetensors_header = head[8:9] == b"{"  # a header size whose low byte is 0x80 starts like a pickle
+    return head[:1] == b"\x80" and not safetensors_header and legacy_torch not in head[:32]
 
 
-def _read_ghn3_pickle(path: Path) -> GHNFile:
-    """A released GHN-3 (``joblib.dump`` of its state dict), streamed from disk and unpickled safely."""
+def _read_ghn3_pickle(stream: IO[bytes], *, name: Path, sha256: str) -> GHNFile:
+    """A released GHN-3 (``joblib.dump`` of its state dict), unpickled safely from ``stream``."""
     from ghnorth_cli.ghn.ghn3_file import infer_ghn3_config
     from ghnorth_cli.ghn.safe_pickle import UnsafePickleError, load_state_dict_pickle
 
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-        f.seek(0)
-        try:
-            state = load_state_dict_pickle(f)
-        except UnsafePickleError as exc:
-            raise GHNFileError(f"{path}: {exc}") from None
     try:
+        state = load_state_dict_pickle(stream)
         config = infer_ghn3_config(state)
-    except GHNConfigError as exc:
-        raise GHNFileError(f"{path}: {exc}") from None
-    return GHNFile(config=config, state_dict=state, sha256=digest.hexdigest(), format="joblib")
+    except (UnsafePickleError, GHNConfigError) as exc:
+        raise GHNFileError(f"{name}: {exc}") from None
+    return GHNFile(config=config, state_dict=state, sha256=sha256, format="joblib")
+
+
+def _sha256_from_start(f: IO[bytes]) -> str:
+    """sha256 of a seekable file's whole content, read in chunks; leaves it at the start."""
+    digest = hashlib.sha256()
+    f.seek(0)
+    for chunk in iter(lambda: f.read(1 << 22), b""):
+        digest.update(chunk)
+    f.seek(0)
+    return digest.hexdigest()
 
 
 def _read_released(data: bytes, name: str) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
@@ -140,9 +144,12 @@ def read_ghn_file(path: str | Path) -> GHNFile:
     p = Path(path)
     try:
         with p.open("rb") as f:
-            if _is_plain_pickle(f.read(32)):
-                return _read_ghn3_pickle(p)
-        data = p.read_bytes()
+            head = f.read(32)
+            if _is_plain_pickle(head) and p.is_file():  # streamed: the file may be gigabytes
+                return _read_ghn3_pickle(f, name=p, sha256=_sha256_from_start(f))
+            data = head + f.read()  # also a pipe or device, read once
+        if _is_plain_pickle(data):
+            return _read_ghn3_pickle(io.BytesIO(data), name=p, sha256=hashlib.sha256(data).hexdigest())
     except FileNotFoundError:
         raise GHNFileError(f"{p}: no such GHN file") from None
     except IsADirectoryError:
@@ -223,8 +230,20 @@ def ghn_bytes(config: GHNConfig, state_dict: dict[str, torch.Tensor], *, source:
         CONFIG_KEY: json.dumps(config.to_dict(), sort_keys=True),
         SOURCE_KEY: json.dumps(source or {}, sort_keys=True),
     }
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in sorted(state_dict.items())}
+    seen: set[int] = set()
+    tensors = {k: _standalone(v, seen) for k, v in sorted(state_dict.items())}
     return save_safetensors(tensors, metadata=metadata)
+
+
+def _standalone(t: torch.Tensor, seen: set[int]) -> torch.Tensor:
+    """``t`` on the CPU as a tensor that owns its whole storage (safetensors refuses shared ones);
+    copied only when it does not already (a GHN-3 the size of GHN-3-XL is 2.6 GB per copy)."""
+    t = t.detach().to("cpu").contiguous()
+    owns = t.storage_offset() == 0 and t.untyped_storage().nbytes() == t.numel() * t.element_size()
+    if not owns or t.untyped_storage().data_ptr() in seen:
+        t = t.clone()
+    seen.add(t.untyped_storage().data_ptr())
+    return t
 
 
 def convert_ghn(src: str | Path, dst: str | Path, *, config: GHNConfig | None = None,
