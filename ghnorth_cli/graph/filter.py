@@ -86,11 +86,17 @@ def _ghn3_keep_mean(graph: DiGraph, i: int) -> bool:
 
 
 # GHN-3's rules where they differ (see ghn3_rules.py); the nodes carry what they need in ``attrs``.
-GHN3_KEEP: dict[str, KeepRule] = {"Mul": ghn3_rules.keep_mul, "Mean": _ghn3_keep_mean}
+GHN3_KEEP: dict[str, KeepRule] = {"Mul": ghn3_rules.keep_mul, "Mean": _ghn3_keep_mean,
+                                  "Add": ghn3_rules.keep_multi_input, "Cat": ghn3_rules.keep_multi_input}
 
 
 def filter_graph(graph: DiGraph, *, ghn3: bool = False) -> DiGraph:
     """Run all passes of :data:`PASSES` in order (with :data:`GHN3_KEEP`'s rules if ``ghn3``)."""
     for name, select, keep in PASSES:
         graph = filter_pass(graph, select=select, keep=GHN3_KEEP.get(name, keep) if ghn3 else keep)
+    if ghn3:  # the reference filters sums and concatenations again after fixing attention edges
+        graph = ghn3_rules.fix_softmax_edges(graph)
+        for name, select, keep in PASSES:
+            if name in ("Add", "Cat"):
+                graph = filter_pass(graph, select=select, keep=keep)
     return graph
