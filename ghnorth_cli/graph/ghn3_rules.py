@@ -133,7 +133,8 @@ def fix_softmax_edges(graph: DiGraph) -> DiGraph:
 
     For ``softmax -> o`` and another input ``j -> o``: the edge ``j -> o`` goes, and ``j -> softmax``
     comes when ``o`` had only the one path from ``j``. Paths are counted on the graph as it was
-    before any change (ghn3/graph.py ``fix_softmax_edges``).
+    before any change (ghn3/graph.py ``fix_softmax_edges``). Where that would leave ``j`` without
+    a path to ``o`` (attention laid out otherwise, e.g. timm's EfficientViT), ``j -> o`` stays.
     """
     snapshot = DiGraph(nodes=graph.nodes, succ=[set(s) for s in graph.succ], pred=[set(p) for p in graph.pred])
     for i, node in enumerate(graph.nodes):
@@ -148,6 +149,8 @@ def fix_softmax_edges(graph: DiGraph) -> DiGraph:
                     graph.remove_edge(j, out)
                 if paths == 1 and not direct:
                     graph.add_edge(j, i)
+                if out not in graph.reachable_from(j):  # ghnorth: never cut a node off the output
+                    graph.add_edge(j, out)
     return graph
 
 
