@@ -124,3 +124,14 @@ def test_class_token_row_comes_from_the_generator(ghn3_parity_dir: Path) -> None
     other = ghn.predict(graph, shapes, generator=torch.Generator().manual_seed(1))[POS_EMBEDDING]
     assert torch.equal(default, again)  # no global random state involved
     assert torch.equal(default[:, 1:], other[:, 1:]) and not torch.equal(default[:, 0], other[:, 0])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("case", ["tv_resnet50", "tv_vit_b_16", "tv_swin_t"])
+def test_parity_on_cuda(ghn3_parity_dir: Path, case: str) -> None:
+    graph_json, expected = _case(ghn3_parity_dir, case)
+    ghn = load_ghn(ghn3_parity_dir / "ghn3tm8_random.pt", device="cuda")
+    model = _model(case)
+    result = predict(model, ghn, graph=ModelGraph.from_json(graph_json), classifier="predict", device="cuda")
+    assert all(t.device.type == "cuda" for t in result.params.values())
+    assert_matches_reference(model, {k: v.cpu() for k, v in result.params.items()}, expected)
