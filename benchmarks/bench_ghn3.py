@@ -88,7 +88,8 @@ def run_measured(cmd: list[str]) -> dict:
     wall = time.perf_counter() - start
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr}")
-    return {"wall_s": wall, "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
 def xl_predict(*, device: str, seed: int) -> dict:
@@ -130,8 +131,8 @@ def _markdown(result: dict) -> str:
         x = result["xl"]
         lines += ["", f"GHN-3-XL (random weights, {x['params'] / 1e6:.0f} M parameters, {x['bytes'] / 1e9:.2f} GB "
                   f"file): the whole `ghnorth predict -a torchvision:resnet50 --device {x['device']}` command took "
-                  f"{x['wall_s']:.1f} s with a peak resident memory of {x['peak_rss_mb'] / 1024:.2f} GiB "
-                  "(limit: 24 GiB)."]
+                  f"{x['wall_s']:.1f} s ({x['cpu_s']:.1f} s CPU) with a peak resident memory of "
+                  f"{x['peak_rss_mb'] / 1024:.2f} GiB (limit: 24 GiB)."]
     return "\n".join(lines) + "\n"
 
 
