@@ -25,13 +25,6 @@ from ghnorth_cli.models import create_model, resolve_spec
 
 CASES = ("tv_resnet18", "tv_resnet50", "tv_convnext_tiny", "tv_mobilenet_v2", "tv_efficientnet_b0",
          "tv_vit_b_16", "tv_swin_t", "tv_densenet121")
-# Cases whose graph ghnorth's capture does not yet reproduce (GHN-3's reference builds some graphs
-# differently from GHN-2's; see docs/ghn3.md): squeeze-excitation, torchvision attention, Swin.
-GRAPH_DIFFERS = {
-    "tv_efficientnet_b0": "GHN-3 types squeeze-excitation's Mul as cse and drops its Mean",
-    "tv_vit_b_16": "GHN-3 has no class_token/concat/msa nodes for torchvision's ViT",
-    "tv_swin_t": "GHN-3 types Swin's softmax as msa and rewires its blocks",
-}
 POS_EMBEDDING = "encoder.pos_embedding"
 
 
@@ -93,14 +86,13 @@ def test_parity_on_reference_graphs(ghn3_parity_dir: Path, case: str) -> None:
     assert_matches_reference(model, result.params, expected)
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.xfail(reason=GRAPH_DIFFERS[c], strict=True))
-                                  if c in GRAPH_DIFFERS else c for c in CASES])
+@pytest.mark.parametrize("case", CASES)
 def test_graph_matches_reference(ghn3_parity_dir: Path, case: str) -> None:
     graph_json, _ = _case(ghn3_parity_dir, case)
     expected = ModelGraph.from_json(graph_json)
     with torch.device("meta"):  # only the architecture matters for the graph
         model = _model_arch(case)
-    graph = capture_graph(model, img_size=224, ve_cutoff=50)
+    graph = capture_graph(model, img_size=224, ve_cutoff=50, ghn3=True)
     assert graph.node_types == expected.node_types
     assert graph.param_nodes == expected.param_nodes
     assert {tuple(e) for e in graph.edges.tolist()} == {tuple(e) for e in expected.edges.tolist()}
@@ -113,7 +105,7 @@ def _model_arch(case: str) -> torch.nn.Module:
     return torchvision.models.get_model(case.removeprefix("tv_"))
 
 
-@pytest.mark.parametrize("case", ["tv_resnet18", "tv_convnext_tiny"])
+@pytest.mark.parametrize("case", ["tv_resnet18", "tv_efficientnet_b0", "tv_vit_b_16", "tv_swin_t"])
 def test_parity_end_to_end(ghn3_parity_dir: Path, case: str) -> None:
     """Graph captured by ghnorth, GHN read from the released format, prediction written into the model."""
     _, expected = _case(ghn3_parity_dir, case)
@@ -132,3 +124,14 @@ def test_class_token_row_comes_from_the_generator(ghn3_parity_dir: Path) -> None
     other = ghn.predict(graph, shapes, generator=torch.Generator().manual_seed(1))[POS_EMBEDDING]
     assert torch.equal(default, again)  # no global random state involved
     assert torch.equal(default[:, 1:], other[:, 1:]) and not torch.equal(default[:, 0], other[:, 0])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("case", ["tv_resnet50", "tv_vit_b_16", "tv_swin_t"])
+def test_parity_on_cuda(ghn3_parity_dir: Path, case: str) -> None:
+    graph_json, expected = _case(ghn3_parity_dir, case)
+    ghn = load_ghn(ghn3_parity_dir / "ghn3tm8_random.pt", device="cuda")
+    model = _model(case)
+    result = predict(model, ghn, graph=ModelGraph.from_json(graph_json), classifier="predict", device="cuda")
+    assert all(t.device.type == "cuda" for t in result.params.values())
+    assert_matches_reference(model, {k: v.cpu() for k, v in result.params.items()}, expected)

@@ -69,6 +69,13 @@ class GraphHyperNetwork(nn.Module):
     def device(self) -> torch.device:
         return self.embed.weight.device
 
+    def capture_graph(self, model: nn.Module, *, img_size: int = 224) -> ModelGraph:
+        """``model``'s graph as this GHN reads it (:func:`ghnorth_cli.graph.capture_graph` with its
+        virtual-edge cutoff, and GHN-3's graph rules for a GHN-3)."""
+        from ghnorth_cli.graph import capture_graph
+
+        return capture_graph(model, img_size=img_size, ve_cutoff=self.config.ve_cutoff, ghn3=self.config.is_ghn3)
+
     def plan(self, graph: ModelGraph, shapes: Mapping[str, Shape]) -> Plan:
         """Which node predicts which of ``shapes`` (name -> shape), grouped for decoding."""
         return plan_prediction(graph, shapes, max_shape=self.config.max_shape,

@@ -89,9 +89,7 @@ def _predict(model: nn.Module, ghn: GraphHyperNetwork, *, img_size: int, classif
     shapes = {name: tuple(p.shape) for name, p in params.items()}
     start = time.perf_counter()
     if graph is None:
-        from ghnorth_cli.graph import capture_graph
-
-        graph = capture_graph(model, img_size=img_size, ve_cutoff=ghn.config.ve_cutoff)
+        graph = ghn.capture_graph(model, img_size=img_size)
     captured = time.perf_counter()
     cls_names = classifier_params(graph, shapes)
     model_classes = shapes[cls_names[0]][0] if cls_names else None
