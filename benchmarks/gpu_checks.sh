@@ -2,6 +2,7 @@
 # The checks that need a GPU, as one script for a session that is lent one (e.g. an H200):
 #   - predict on CUDA equals predict on the CPU (the test that skips without a GPU);
 #   - predict's speed on CUDA (bench_predict.py --device cuda);
+#   - GHN-3: parity with the reference on CUDA, CUDA equals CPU, speed and GHN-3-XL end to end (bench_ghn3.py);
 #   - finetune's training step against a bare PyTorch loop, ResNet-50 at 32 px, batch 96, bf16 (target >= 0.8);
 #   - a short finetune and train-ghn run on CUDA end to end.
 # Results go to ${OUT:-benchmarks/results}/gpu_checks.md. Without a GPU each step says so and the script exits 1.
@@ -22,6 +23,10 @@ export PYTHONUNBUFFERED=1
   python -m pytest -q tests/test_predict.py -k cuda 2>&1 | tail -3
   echo '```'; echo; echo "## predict speed"
   python benchmarks/bench_predict.py --device cuda --out "$out/predict_cuda" 2>&1 | tail -6
+  echo; echo "## GHN-3 on CUDA: parity with the reference, equal to CPU"; echo '```'
+  python -m pytest -q tests/test_ghn3_parity.py tests/test_ghn3_orth.py -k cuda 2>&1 | tail -3
+  echo '```'; echo; echo "## GHN-3 speed, memory and GHN-3-XL end to end on CUDA"
+  python benchmarks/bench_ghn3.py --device cuda --out "$out/ghn3_cuda" 2>&1 | tail -10
   echo; echo "## finetune step vs bare loop"
   python benchmarks/bench_finetune.py cuda 2>&1 | tail -4
   echo; echo "## end to end"; echo '```'

@@ -1,4 +1,4 @@
-"""One latent vector per architecture from a GHN-2: its node embeddings after propagation, pooled.
+"""One latent vector per architecture from a GHN (GHN-2 or GHN-3): its node embeddings after propagation, pooled.
 
 The GHN-2 paper (and the GHN-orth paper's Figure 4, which places ResNet-50 and ConvNeXt in this
 space) takes the node embeddings after the last graph propagation step and the final layer norm,
@@ -16,14 +16,14 @@ from typing import Any
 
 import torch
 
-from ghnorth_cli.ghn.network import GHN2
-from ghnorth_cli.ghn.plan import Shape, plan_prediction
+from ghnorth_cli.ghn.network import GraphHyperNetwork
+from ghnorth_cli.ghn.plan import Shape
 from ghnorth_cli.graph.types import ModelGraph
 
 _logger = logging.getLogger(__name__)
 
 EMBEDDINGS_FORMAT = "ghnorth.embeddings"
-POOLING = "mean over all graph nodes of the GHN-2 node embeddings after the last propagation step and layer norm"
+POOLING = "mean over all graph nodes of the GHN node embeddings after the last propagation step and layer norm"
 
 
 @dataclass(frozen=True)
@@ -39,24 +39,24 @@ class ArchEmbedding:
         return {"name": self.name, **self.info, "n_nodes": self.n_nodes, "embedding": self.vector}
 
 
-def node_embeddings(ghn: GHN2, graph: ModelGraph, *, shapes: Mapping[str, Shape] | None = None) -> torch.Tensor:
+def node_embeddings(ghn: GraphHyperNetwork, graph: ModelGraph, *, shapes: Mapping[str, Shape] | None = None) -> torch.Tensor:
     """(n_nodes, hid) node embeddings after propagation and layer norm, as the decoder receives them.
 
     ``shapes`` (parameter name -> shape) defaults to the shapes recorded in the graph's nodes.
     """
     if shapes is None:
         shapes = {n.param: tuple(n.shape) for n in graph.param_nodes}
-    plan = plan_prediction(graph, shapes, max_shape=ghn.config.max_shape)
+    plan = ghn.plan(graph, shapes)
     with torch.no_grad():
         return ghn.node_features(graph, plan).detach().cpu()
 
 
-def graph_embedding(ghn: GHN2, graph: ModelGraph, *, shapes: Mapping[str, Shape] | None = None) -> torch.Tensor:
+def graph_embedding(ghn: GraphHyperNetwork, graph: ModelGraph, *, shapes: Mapping[str, Shape] | None = None) -> torch.Tensor:
     """(hid,) latent vector of an architecture: the mean of :func:`node_embeddings` over all nodes."""
     return node_embeddings(ghn, graph, shapes=shapes).mean(dim=0)
 
 
-def embed_graph(ghn: GHN2, graph: ModelGraph, *, name: str, shapes: Mapping[str, Shape] | None = None,
+def embed_graph(ghn: GraphHyperNetwork, graph: ModelGraph, *, name: str, shapes: Mapping[str, Shape] | None = None,
                 info: Mapping[str, Any] | None = None) -> ArchEmbedding:
     """:func:`graph_embedding` as an :class:`ArchEmbedding` (float32 values as Python floats)."""
     vector = graph_embedding(ghn, graph, shapes=shapes)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 PARITY_DIR = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ghn2-parity"
+GHN3_PARITY_DIR = PARITY_DIR.parent / "ghn3-parity"
 
 
 @pytest.fixture(scope="session")
@@ -15,6 +16,14 @@ def parity_dir() -> Path:
     if not PARITY_DIR.is_dir():
         pytest.skip(f"GHN-2 parity fixtures not found at {PARITY_DIR} (they live beside the team's checkout)")
     return PARITY_DIR
+
+
+@pytest.fixture(scope="session")
+def ghn3_parity_dir() -> Path:
+    """``../shared/fixtures/ghn3-parity`` (present in the team's checkouts and CI, not on users' machines)."""
+    if not GHN3_PARITY_DIR.is_dir():
+        pytest.skip(f"GHN-3 parity fixtures not found at {GHN3_PARITY_DIR} (they live beside the team's checkout)")
+    return GHN3_PARITY_DIR
 
 
 @pytest.fixture

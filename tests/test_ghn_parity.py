@@ -62,18 +62,23 @@ def assert_matches_reference(model: torch.nn.Module, predicted: dict[str, torch.
     assert sorted(params) == sorted(expected), "model parameters differ from the fixture's"
     for name, ref in expected.items():
         assert (name in predicted) == ref["changed_by_ghn"], f"{name}: predicted={name in predicted}"
-        value = (predicted[name] if name in predicted else params[name]).detach().double().cpu()
-        assert list(value.shape) == ref["shape"], name
-        flat = value.flatten()
-        stats = {"mean": flat.mean(), "min": flat.min(), "max": flat.max()}
-        if flat.numel() > 1:
-            stats["std"] = flat.std()
-        for key, got in stats.items():
-            assert abs(got.item() - ref[key]) <= ATOL, f"{name}.{key}: {got.item()} vs {ref[key]}"
-        sampled = flat[torch.tensor(ref["idx"], dtype=torch.long)]
-        torch.testing.assert_close(sampled, torch.tensor(ref["values"], dtype=torch.float64), atol=ATOL, rtol=0,
-                                   msg=lambda m, name=name: f"{name}: {m}")
-        assert flat.abs().sum().item() == pytest.approx(ref["abs_sum"], rel=SUM_RTOL, abs=ATOL), name
+        assert_fingerprint(name, predicted[name] if name in predicted else params[name], ref)
+
+
+def assert_fingerprint(name: str, value: torch.Tensor, ref: dict) -> None:
+    """``value`` matches a fixture fingerprint: shape, statistics and sampled values."""
+    value = value.detach().double().cpu()
+    assert list(value.shape) == ref["shape"], name
+    flat = value.flatten()
+    stats = {"mean": flat.mean(), "min": flat.min(), "max": flat.max()}
+    if flat.numel() > 1:
+        stats["std"] = flat.std()
+    for key, got in stats.items():
+        assert abs(got.item() - ref[key]) <= ATOL, f"{name}.{key}: {got.item()} vs {ref[key]}"
+    sampled = flat[torch.tensor(ref["idx"], dtype=torch.long)]
+    torch.testing.assert_close(sampled, torch.tensor(ref["values"], dtype=torch.float64), atol=ATOL, rtol=0,
+                               msg=lambda m, name=name: f"{name}: {m}")
+    assert flat.abs().sum().item() == pytest.approx(ref["abs_sum"], rel=SUM_RTOL, abs=ATOL), name
 
 
 @pytest.mark.parametrize("case", _cases())

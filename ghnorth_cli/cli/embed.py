@@ -1,4 +1,4 @@
-"""``ghnorth embed``: one latent vector per architecture from a GHN-2 (mean of its node embeddings)."""
+"""``ghnorth embed``: one latent vector per architecture from a GHN (mean of its node embeddings)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,11 @@ from typing import Annotated, Optional
 import typer
 
 from ghnorth_cli.cli.app import app
-from ghnorth_cli.cli.options import ImgSizeOption, ThreadsOption, output_path
+from ghnorth_cli.cli.options import GhnOption, ImgSizeOption, ThreadsOption, output_path
 from ghnorth_cli.limits import MAX_NUM_CLASSES
 
 _logger = logging.getLogger(__name__)
 
-GhnOption = Annotated[
-    Optional[str], typer.Option("--ghn", "-g", help="GHN: a known name (see `ghnorth ghn list`; default "
-                                "ghn2-imagenet), a local .pt/.safetensors file or an http(s) URL.")
-]
 ArchsOption = Annotated[Optional[list[str]], typer.Option("--arch", "-a", help="Model to embed (repeat for several).")]
 ArchFileOption = Annotated[
     Optional[Path], typer.Option("--arch-file", metavar="FILE", help="Text file with one --arch value per line "
@@ -89,7 +85,6 @@ def _embed_heldout(ghn, space_name: str, count: int, *, num_classes: int | None,
     """Embeddings of a space's held-out architectures, named by their sample labels."""
     from ghnorth_cli.embedding import embed_graph
     from ghnorth_cli.errors import GhnorthError
-    from ghnorth_cli.graph import capture_graph
 
     try:
         from ghnorth_cli.archspace import build_arch, get_space, heldout_archs
@@ -99,7 +94,7 @@ def _embed_heldout(ghn, space_name: str, count: int, *, num_classes: int | None,
     classes, size = num_classes or ghn.config.num_classes, img_size or 32
     for sample in heldout_archs(get_space(space_name), count=count):
         model = build_arch(sample, num_classes=classes, img_size=size)
-        graph = capture_graph(model, img_size=size, ve_cutoff=ghn.config.ve_cutoff)
+        graph = ghn.capture_graph(model, img_size=size)
         shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
         info = {"heldout": f"{space_name}:{count}", "family": sample.family, "settings": sample.settings,
                 "img_size": size, "num_classes": classes}
@@ -108,12 +103,11 @@ def _embed_heldout(ghn, space_name: str, count: int, *, num_classes: int | None,
 
 def _embed_arch(ghn, arch: str, *, num_classes: int | None, img_size: int | None):
     from ghnorth_cli.embedding import embed_graph
-    from ghnorth_cli.graph import capture_graph
     from ghnorth_cli.models import create_model, resolve_spec
 
     spec = resolve_spec(arch, num_classes=num_classes or ghn.config.num_classes, img_size=img_size)
     model = create_model(spec, seed=0)
-    graph = capture_graph(model, img_size=spec.img_size, ve_cutoff=ghn.config.ve_cutoff)
+    graph = ghn.capture_graph(model, img_size=spec.img_size)
     shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
     info = {"arch": spec.arch, "img_size": spec.img_size, "num_classes": spec.num_classes}
     return embed_graph(ghn, graph, name=arch, shapes=shapes, info=info)

@@ -110,3 +110,9 @@ ThreadsOption = Annotated[
     typer.Option("--threads", min=1, help="CPU threads for torch (default 1, measured fastest on a shared "
                  "machine; OMP_NUM_THREADS, when set, is the default instead). Recorded in the history."),
 ]
+GhnOption = Annotated[
+    Optional[str],
+    typer.Option("--ghn", "-g", help="GHN-2 or GHN-3: a known name (see `ghnorth ghn list`; default ghn2-imagenet; "
+                 "e.g. ghn3-xl), a local file (a released .pt, read without running any code from it, or a "
+                 "ghnorth .safetensors) or an http(s) URL."),
+]

@@ -1,6 +1,7 @@
-"""The GHN-2 network, its files (released ``.pt`` and ghnorth safetensors), registry and cache.
+"""The GHN-2 and GHN-3 networks, their files (released ``.pt`` and ghnorth safetensors), registry and cache.
 
-Modules: ``config`` (hyperparameters), ``network`` (:class:`GHN2`), ``plan`` (nodes to
+Modules: ``config`` (hyperparameters), ``network`` (the GHN interface, :class:`GHN2`), ``ghn3``
+(:class:`GHN3`, with ``graphormer``), ``plan`` (nodes to
 parameters), ``gnn``/``decoder``/``shape_encoder``/``fit`` (its parts), ``io`` (files),
 ``registry``/``download`` (known GHNs and the cache), ``predict`` (the library entry points).
 """

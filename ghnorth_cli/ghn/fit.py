@@ -13,16 +13,28 @@ import math
 import torch
 
 
-def crop_to_shape(w: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+def centred_window(size: int, n: int) -> slice:
+    """The ``n`` central positions of an axis of ``size`` (all of it if ``n >= size``).
+
+    GHN-3 reads kernels smaller than its decoded ones from their centre: positions
+    ``size//2 - n//2`` to ``size//2 + ceil(n/2)`` (ghn3/nn.py ``ConvDecoder3``, ``_tile_params``).
+    """
+    centre = size // 2
+    return slice(max(0, centre - n // 2), min(size, centre + (n + 1) // 2))
+
+
+def crop_to_shape(w: torch.Tensor, shape: tuple[int, ...], *, centred: bool = False) -> torch.Tensor:
     """``w`` with as many axes as ``shape``, each cut to at most its size.
 
-    Surplus trailing axes are read at index 0; missing ones are added with size 1.
+    Surplus trailing axes are read at index 0; missing ones are added with size 1. With
+    ``centred`` (GHN-3) the kernel axes (2 and up) are read at, and cut around, their centre.
     """
     while w.dim() > len(shape):
-        w = w[..., 0]
+        w = w[..., w.shape[-1] // 2 if (centred and w.dim() > 2) else 0]
     while w.dim() < len(shape):
         w = w.unsqueeze(-1)
-    return w[tuple(slice(0, n) for n in shape)]
+    return w[tuple(centred_window(size, n) if (centred and axis >= 2) else slice(0, n)
+                   for axis, (size, n) in enumerate(zip(w.shape, shape)))]
 
 
 def tile_to_shape(w: torch.Tensor, shape: tuple[int, ...], *, out: torch.Tensor | None = None) -> torch.Tensor:

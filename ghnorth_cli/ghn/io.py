@@ -1,7 +1,10 @@
-"""Reading and writing GHN files: the released ``.pt`` format and ghnorth's safetensors format.
+"""Reading and writing GHN files: the released formats and ghnorth's safetensors format.
 
-Released files are ``torch.save({'state_dict', 'config', 'epoch', 'optimzer'})`` dictionaries
+Released GHN-2 files are ``torch.save({'state_dict', 'config', 'epoch', 'optimzer'})`` dictionaries
 (the misspelt key is theirs); they are read with ``torch.load(weights_only=True)`` only.
+Released GHN-3 files are ``joblib.dump(state_dict)`` pickles without a config; they are read by
+:mod:`ghnorth_cli.ghn.safe_pickle` (no code from the file runs) and their config is inferred and
+checked by :mod:`ghnorth_cli.ghn.ghn3_file`.
 ghnorth's own format is a safetensors file of the state dict with the config as JSON in the
 header metadata under ``ghnorth.ghn.config`` (``format`` = ``ghnorth.ghn``).
 """
@@ -9,13 +12,14 @@ header metadata under ``ghnorth.ghn.config`` (``format`` = ``ghnorth.ghn``).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import pickle
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -44,7 +48,7 @@ class GHNFile:
     config: GHNConfig
     state_dict: dict[str, torch.Tensor]
     sha256: str
-    format: str  # "released" | "safetensors"
+    format: str  # "released" (GHN-2 torch.save) | "joblib" (GHN-3 pickle) | "safetensors"
     meta: dict[str, Any] = field(default_factory=dict)  # e.g. the released file's epoch
 
 
@@ -57,6 +61,39 @@ def _is_safetensors(data: bytes) -> bool:
 
 def _looks_like_torch_save(data: bytes) -> bool:
     return data[:4] == b"PK\x03\x04" or data[:1] == b"\x80"  # zip archive or legacy pickle
+
+
+def _is_plain_pickle(head: bytes) -> bool:
+    """A pickle stream (protocol 2+) that is not a legacy ``torch.save`` (whose first pickle is its magic
+    number, after at most a protocol-4+ frame header)."""
+    from ghnorth_cli.ghn.safe_pickle import LEGACY_MAGIC
+
+    legacy_torch = b"\x8a\x0a" + LEGACY_MAGIC.to_bytes(10, "little")
+    safetensors_header = head[8:9] == b"{"  # a header size whose low byte is 0x80 starts like a pickle
+    return head[:1] == b"\x80" and not safetensors_header and legacy_torch not in head[:32]
+
+
+def _read_ghn3_pickle(stream: IO[bytes], *, name: Path, sha256: str) -> GHNFile:
+    """A released GHN-3 (``joblib.dump`` of its state dict), unpickled safely from ``stream``."""
+    from ghnorth_cli.ghn.ghn3_file import infer_ghn3_config
+    from ghnorth_cli.ghn.safe_pickle import UnsafePickleError, load_state_dict_pickle
+
+    try:
+        state = load_state_dict_pickle(stream)
+        config = infer_ghn3_config(state)
+    except (UnsafePickleError, GHNConfigError) as exc:
+        raise GHNFileError(f"{name}: {exc}") from None
+    return GHNFile(config=config, state_dict=state, sha256=sha256, format="joblib")
+
+
+def _sha256_from_start(f: IO[bytes]) -> str:
+    """sha256 of a seekable file's whole content, read in chunks; leaves it at the start."""
+    digest = hashlib.sha256()
+    f.seek(0)
+    for chunk in iter(lambda: f.read(1 << 22), b""):
+        digest.update(chunk)
+    f.seek(0)
+    return digest.hexdigest()
 
 
 def _read_released(data: bytes, name: str) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
@@ -117,10 +154,19 @@ def _read_bytes(p: Path) -> bytes:
 
 
 def read_ghn_file(path: str | Path) -> GHNFile:
-    """Read a GHN file of either format (the format is told by the content, not the name)."""
+    """Read a GHN file of any format (told by the content, not the name); nothing in it is executed.
+
+    Raises :class:`GHNFileError` (one line) for a missing, unreadable, unsafe or ill-fitting file.
+    """
     p = Path(path)
     try:
-        data = _read_bytes(p)
+        if p.is_file():
+            with p.open("rb") as f:
+                if _is_plain_pickle(f.read(32)):  # streamed: the file may be gigabytes
+                    return _read_ghn3_pickle(f, name=p, sha256=_sha256_from_start(f))
+        data = _read_bytes(p)  # a pipe or a device is read once, and bounded
+        if _is_plain_pickle(data[:32]):
+            return _read_ghn3_pickle(io.BytesIO(data), name=p, sha256=hashlib.sha256(data).hexdigest())
     except FileNotFoundError:
         raise GHNFileError(f"{p}: no such GHN file") from None
     except IsADirectoryError:
@@ -134,25 +180,55 @@ def read_ghn_file(path: str | Path) -> GHNFile:
     raw_config, state, meta = reader(data, str(p))
     try:
         config = GHNConfig.from_dict(raw_config)
+        if config.is_ghn3:
+            from ghnorth_cli.ghn.ghn3_file import check_ghn3_state_dict
+
+            check_ghn3_state_dict(config, state)
     except GHNConfigError as exc:
         raise GHNFileError(f"{p}: {exc}") from None
     return GHNFile(config=config, state_dict=state, sha256=hashlib.sha256(data).hexdigest(), format=fmt, meta=meta)
 
 
-def build_ghn(ghn_file: GHNFile, *, name: str, device: torch.device | str = "cpu"):
-    """A :class:`~ghnorth_cli.ghn.network.GHN2` in eval mode with the file's weights."""
-    from ghnorth_cli.checkpoint import first_nonfinite
-    from ghnorth_cli.ghn.network import GHN2, GHNInfo
+def new_ghn(config: GHNConfig):
+    """An untrained GHN of ``config``'s family: :class:`~ghnorth_cli.ghn.ghn3.GHN3` for a GHN-3
+    (``config.is_ghn3``), :class:`~ghnorth_cli.ghn.network.GHN2` otherwise."""
+    if config.is_ghn3:
+        from ghnorth_cli.ghn.ghn3 import GHN3
 
-    _check_weights_fit(GHN2, ghn_file, name=name)
+        return GHN3(config)
+    from ghnorth_cli.ghn.network import GHN2
+
+    return GHN2(config)
+
+
+def ghn_tensor_shapes(config: GHNConfig) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor in the state dict of a GHN with ``config`` (nothing allocated)."""
+    with torch.device("meta"):
+        network = new_ghn(config)
+    return {name: tuple(t.shape) for name, t in network.state_dict().items()}
+
+
+def build_ghn(ghn_file: GHNFile, *, name: str, device: torch.device | str = "cpu"):
+    """A GHN (GHN-2 or GHN-3, from the file's config) in eval mode with the file's weights.
+
+    Raises :class:`GHNFileError` (one line) when the weights do not fit the config or hold NaN/Inf.
+    """
+    from ghnorth_cli.checkpoint import first_nonfinite
+    from ghnorth_cli.ghn.network import GHNInfo
+
+    family = "GHN-3" if ghn_file.config.is_ghn3 else "GHN-2"
+    _check_weights_fit(ghn_file, name=name, family=family)
     bad = first_nonfinite(ghn_file.state_dict)
     if bad is not None:
         raise GHNFileError(f"{name}: GHN weight {bad!r} holds NaN or Inf values")
-    ghn = GHN2(ghn_file.config)
+    with torch.device("meta"):  # no init of weights about to be replaced (seconds for a GHN-3-XL)
+        ghn = new_ghn(ghn_file.config)
     try:
-        ghn.load_state_dict(ghn_file.state_dict)
+        # assign: the file's tensors become the parameters (no second copy of a 2.6 GB GHN-3-XL)
+        ghn.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ghn_file.state_dict.items()},
+                            assign=True)
     except RuntimeError as exc:
-        raise GHNFileError(f"{name}: weights do not fit a GHN-2 with its config: {exc}") from None
+        raise GHNFileError(f"{name}: weights do not fit a {family} with its config: {exc}") from None
     ghn.info = GHNInfo(name=name, sha256=ghn_file.sha256)
     return ghn.to(device).eval()
 
@@ -162,24 +238,22 @@ def check_ghn_file(path: str | Path) -> None:
     build_ghn(read_ghn_file(path), name=str(path))
 
 
-def _check_weights_fit(network_cls, ghn_file: GHNFile, *, name: str) -> None:
-    """The file's tensors against the network its config describes, built on the meta device first.
+def _check_weights_fit(ghn_file: GHNFile, *, name: str, family: str) -> None:
+    """The file's tensors against the network its config describes (shapes from the meta device).
 
     Nothing is allocated until names and shapes match, so a config that asks for a huge network
     fails here (one line) instead of allocating gigabytes. Raises :class:`GHNFileError`.
     """
-    with torch.device("meta"):
-        probe = network_cls(ghn_file.config)
-    expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+    expected = ghn_tensor_shapes(ghn_file.config)
     missing, unexpected = _key_mismatch(expected, ghn_file.state_dict)
     if missing or unexpected:
         detail = (f"missing {missing[:3]}" if missing else "") + (" " if missing and unexpected else "") + (
             f"unexpected {unexpected[:3]}" if unexpected else "")
-        raise GHNFileError(f"{name}: weights do not fit a GHN-2 with its config: {detail}")
+        raise GHNFileError(f"{name}: weights do not fit a {family} with its config: {detail}")
     for key, shape in expected.items():
         got = tuple(ghn_file.state_dict[key].shape)
         if got != shape:
-            raise GHNFileError(f"{name}: weights do not fit a GHN-2 with its config: {key} has shape "
+            raise GHNFileError(f"{name}: weights do not fit a {family} with its config: {key} has shape "
                                f"{list(got)}, the config says {list(shape)}")
 
 
@@ -188,7 +262,7 @@ def _key_mismatch(expected: dict[str, Any], found: dict[str, Any]) -> tuple[list
 
 
 def load_ghn(path: str | Path, *, name: str | None = None, device: torch.device | str = "cpu"):
-    """Load a GHN-2 from a file of either format."""
+    """Load a GHN (GHN-2 or GHN-3) from a file of either format."""
     return build_ghn(read_ghn_file(path), name=name or str(path), device=device)
 
 
@@ -203,16 +277,38 @@ def ghn_bytes(config: GHNConfig, state_dict: dict[str, torch.Tensor], *, source:
         CONFIG_KEY: json.dumps(config.to_dict(), sort_keys=True),
         SOURCE_KEY: json.dumps(source or {}, sort_keys=True),
     }
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in sorted(state_dict.items())}
+    seen: set[int] = set()
+    tensors = {k: _standalone(v, seen) for k, v in sorted(state_dict.items())}
     return save_safetensors(tensors, metadata=metadata)
 
 
-def convert_ghn(src: str | Path, dst: str | Path) -> GHNFile:
-    """Convert a GHN file (normally a released ``.pt``) to ghnorth's safetensors format, atomically."""
+def _standalone(t: torch.Tensor, seen: set[int]) -> torch.Tensor:
+    """``t`` on the CPU as a tensor that owns its whole storage (safetensors refuses shared ones);
+    copied only when it does not already (a GHN-3 the size of GHN-3-XL is 2.6 GB per copy)."""
+    t = t.detach().to("cpu").contiguous()
+    owns = t.storage_offset() == 0 and t.untyped_storage().nbytes() == t.numel() * t.element_size()
+    if not owns or t.untyped_storage().data_ptr() in seen:
+        t = t.clone()
+    seen.add(t.untyped_storage().data_ptr())
+    return t
+
+
+def convert_ghn(src: str | Path, dst: str | Path, *, config: GHNConfig | None = None,
+                source: dict[str, Any] | None = None) -> GHNFile:
+    """Convert a GHN file (normally a released ``.pt``) to ghnorth's safetensors format, atomically.
+
+    ``config``, if given, is the config the file must have (a registry entry's); ``source`` adds
+    provenance (e.g. the Hub revision) to the recorded file name, sha256 and format.
+    Raises :class:`GHNFileError` before writing anything when the file is unsafe or does not fit.
+    """
     from ghnorth_cli.checkpoint import write_bytes_atomic
 
     ghn_file = read_ghn_file(src)
-    build_ghn(ghn_file, name=str(src))  # the weights must fit the config before we write anything
-    source = {"file": Path(src).name, "sha256": ghn_file.sha256, "format": ghn_file.format, **ghn_file.meta}
-    write_bytes_atomic(dst, ghn_bytes(ghn_file.config, ghn_file.state_dict, source=source))
+    if config is not None and ghn_file.config != config:
+        raise GHNFileError(f"{src}: its config {ghn_file.config.to_dict()} is not the expected {config.to_dict()}")
+    if not ghn_file.config.is_ghn3:  # a GHN-3's tensors were checked against its config when read
+        build_ghn(ghn_file, name=str(src))  # the weights must fit the config before we write anything
+    provenance = {"file": Path(src).name, "sha256": ghn_file.sha256, "format": ghn_file.format, **ghn_file.meta,
+                  **(source or {})}
+    write_bytes_atomic(dst, ghn_bytes(ghn_file.config, ghn_file.state_dict, source=provenance))
     return ghn_file

@@ -1,10 +1,10 @@
-"""Predicting a model's parameters with a GHN-2, and loading a prediction into a model.
+"""Predicting a model's parameters with a GHN (GHN-2 or GHN-3), and loading a prediction into a model.
 
 The classification layer is predicted when the GHN was trained on as many classes as the
 model has and kept at the model's own init otherwise (the paper's fine-tuning protocol);
 ``classifier="predict"`` / ``"keep"`` override that. A model with several heads (DeiT's
 ``head`` and ``head_dist``) has them all predicted or all kept (``models.classifier_tensor_names`` decides
-which tensors they are); the GHN decodes them by its own convention (``ghn.plan``). Parameters the GHN-2 has no node for
+which tensors they are); the GHN decodes them by its own convention (``ghn.plan``). Parameters the GHN has no node for
 (e.g. ConvNeXt's layer scale) keep the model's own values; batch-norm running statistics
 are buffers and are never predicted.
 """
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ghnorth_cli.errors import GhnorthError
-from ghnorth_cli.ghn.network import GHN2
+from ghnorth_cli.ghn.network import GraphHyperNetwork
 from ghnorth_cli.graph.types import ModelGraph
 from ghnorth_cli.logs import name_list
 from ghnorth_cli.threads import intra_op_threads
@@ -51,9 +51,9 @@ class Prediction:
         return self.unpredicted + ([] if self.classifier_predicted else self.classifier)
 
 
-def as_ghn(ghn: GHN2 | str | Path | None, *, device: torch.device | str | None = None) -> GHN2:
+def as_ghn(ghn: GraphHyperNetwork | str | Path | None, *, device: torch.device | str | None = None) -> GraphHyperNetwork:
     """A loaded GHN: an instance (moved to ``device`` if given), or a registry name, path or URL."""
-    if isinstance(ghn, GHN2):
+    if isinstance(ghn, GraphHyperNetwork):
         return ghn if device is None else ghn.to(device)
     from ghnorth_cli.ghn.registry import load_pretrained
 
@@ -68,10 +68,11 @@ def _decide_classifier(mode: str, *, ghn_classes: int, model_classes: int | None
     return mode == "predict"
 
 
-def predict(model: nn.Module, ghn: GHN2 | str | Path | None = None, *, img_size: int = 224,
+def predict(model: nn.Module, ghn: GraphHyperNetwork | str | Path | None = None, *, img_size: int = 224,
             classifier: ClassifierMode = "auto", graph: ModelGraph | None = None, inplace: bool = False,
             device: torch.device | str | None = None, threads: int | None = 1) -> Prediction:
-    """Predict ``model``'s parameters with a GHN-2 (an instance, registry name, path or URL).
+    """Predict ``model``'s parameters with a GHN-2 or GHN-3 (an instance, registry name, path or URL;
+    the family comes from the file).
 
     ``graph`` defaults to the model's captured graph at ``img_size``. With ``inplace`` the
     predictions are written straight into the model's parameters (no extra copy) and
@@ -84,15 +85,13 @@ def predict(model: nn.Module, ghn: GHN2 | str | Path | None = None, *, img_size:
                         graph=graph, inplace=inplace)
 
 
-def _predict(model: nn.Module, ghn: GHN2, *, img_size: int, classifier: str, graph: ModelGraph | None,
+def _predict(model: nn.Module, ghn: GraphHyperNetwork, *, img_size: int, classifier: str, graph: ModelGraph | None,
              inplace: bool) -> Prediction:
     params = dict(model.named_parameters())
     shapes = {name: tuple(p.shape) for name, p in params.items()}
     start = time.perf_counter()
     if graph is None:
-        from ghnorth_cli.graph import capture_graph
-
-        graph = capture_graph(model, img_size=img_size, ve_cutoff=ghn.config.ve_cutoff)
+        graph = ghn.capture_graph(model, img_size=img_size)
     captured = time.perf_counter()
     from ghnorth_cli.models import classifier_tensor_names
 
@@ -112,7 +111,7 @@ def _predict(model: nn.Module, ghn: GHN2, *, img_size: int, classifier: str, gra
                       timings={"graph": captured - start, "ghn": done - captured}, graph=graph)
 
 
-def predict_parameters(model: nn.Module, ghn: GHN2 | str | Path | None = None, **kwargs) -> dict[str, torch.Tensor]:
+def predict_parameters(model: nn.Module, ghn: GraphHyperNetwork | str | Path | None = None, **kwargs) -> dict[str, torch.Tensor]:
     """``{parameter name: tensor}`` predicted for ``model``; keyword arguments as :func:`predict`."""
     return predict(model, ghn, **kwargs).params
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from ghnorth_cli.graph import ghn3_rules
 from ghnorth_cli.graph.digraph import DiGraph
 
 KeepRule = Callable[[DiGraph, int], bool]
@@ -79,8 +80,23 @@ def filter_pass(graph: DiGraph, *, select: Callable[[DiGraph, int], bool], keep:
     return graph if len(kept) == len(graph) else graph.subgraph(kept)
 
 
-def filter_graph(graph: DiGraph) -> DiGraph:
-    """Run all passes of :data:`PASSES` in order."""
-    for _, select, keep in PASSES:
-        graph = filter_pass(graph, select=select, keep=keep)
+def _ghn3_keep_mean(graph: DiGraph, i: int) -> bool:
+    decided = ghn3_rules.is_head_pool(graph, i)
+    return _keep_mean(graph, i) if decided is None else decided
+
+
+# GHN-3's rules where they differ (see ghn3_rules.py); the nodes carry what they need in ``attrs``.
+GHN3_KEEP: dict[str, KeepRule] = {"Mul": ghn3_rules.keep_mul, "Mean": _ghn3_keep_mean,
+                                  "Add": ghn3_rules.keep_multi_input, "Cat": ghn3_rules.keep_multi_input}
+
+
+def filter_graph(graph: DiGraph, *, ghn3: bool = False) -> DiGraph:
+    """Run all passes of :data:`PASSES` in order (with :data:`GHN3_KEEP`'s rules if ``ghn3``)."""
+    for name, select, keep in PASSES:
+        graph = filter_pass(graph, select=select, keep=GHN3_KEEP.get(name, keep) if ghn3 else keep)
+    if ghn3:  # the reference filters sums and concatenations again after fixing attention edges
+        graph = ghn3_rules.fix_softmax_edges(graph)
+        for name, select, keep in PASSES:
+            if name in ("Add", "Cat"):
+                graph = filter_pass(graph, select=select, keep=keep)
     return graph
