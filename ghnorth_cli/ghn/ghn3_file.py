@@ -58,23 +58,7 @@ def infer_ghn3_config(state: Mapping[str, torch.Tensor]) -> GHNConfig:
         layers=sum(1 for name in state if _LAYER.fullmatch(name)),
         heads=16 if hid > 64 else 8,
     )
-    check_ghn3_state_dict(config, state)
+    from ghnorth_cli.ghn.io import check_weights_fit
+
+    check_weights_fit(config, state)
     return config
-
-
-def check_ghn3_state_dict(config: GHNConfig, state: Mapping[str, torch.Tensor]) -> None:
-    """Raise :class:`GHNConfigError` unless ``state`` has exactly the tensors of a GHN-3 with ``config``."""
-    from ghnorth_cli.ghn.io import ghn_tensor_shapes
-
-    expected = ghn_tensor_shapes(config)
-    missing = [name for name in expected if name not in state]
-    unexpected = [name for name in state if name not in expected]
-    wrong = [f"{name} {tuple(state[name].shape)} (expected {shape})" for name, shape in expected.items()
-             if name in state and tuple(state[name].shape) != shape]
-    not_float = [name for name, t in state.items() if not t.is_floating_point()]
-    problems = [f"{label} {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
-                for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong),
-                                     ("not floating-point", not_float)) if names]
-    if problems:
-        brief = f"hid={config.hid}, layers={config.layers}, heads={config.heads}, max_shape={config.max_shape}"
-        raise GHNConfigError(f"tensors do not fit a GHN-3 with {brief}: {'; '.join(problems)}")

@@ -181,9 +181,7 @@ def read_ghn_file(path: str | Path) -> GHNFile:
     try:
         config = GHNConfig.from_dict(raw_config)
         if config.is_ghn3:
-            from ghnorth_cli.ghn.ghn3_file import check_ghn3_state_dict
-
-            check_ghn3_state_dict(config, state)
+            check_weights_fit(config, state)
     except GHNConfigError as exc:
         raise GHNFileError(f"{p}: {exc}") from None
     return GHNFile(config=config, state_dict=state, sha256=hashlib.sha256(data).hexdigest(), format=fmt, meta=meta)
@@ -217,7 +215,10 @@ def build_ghn(ghn_file: GHNFile, *, name: str, device: torch.device | str = "cpu
     from ghnorth_cli.ghn.network import GHNInfo
 
     family = "GHN-3" if ghn_file.config.is_ghn3 else "GHN-2"
-    _check_weights_fit(ghn_file, name=name, family=family)
+    try:
+        check_weights_fit(ghn_file.config, ghn_file.state_dict)
+    except GHNConfigError as exc:
+        raise GHNFileError(f"{name}: {exc}") from None
     bad = first_nonfinite(ghn_file.state_dict)
     if bad is not None:
         raise GHNFileError(f"{name}: GHN weight {bad!r} holds NaN or Inf values")
@@ -238,23 +239,27 @@ def check_ghn_file(path: str | Path) -> None:
     build_ghn(read_ghn_file(path), name=str(path))
 
 
-def _check_weights_fit(ghn_file: GHNFile, *, name: str, family: str) -> None:
-    """The file's tensors against the network its config describes (shapes from the meta device).
+def check_weights_fit(config: GHNConfig, state: dict[str, torch.Tensor]) -> None:
+    """Raise :class:`GHNConfigError` unless ``state`` has exactly the tensors of a GHN with ``config``.
 
-    Nothing is allocated until names and shapes match, so a config that asks for a huge network
-    fails here (one line) instead of allocating gigabytes. Raises :class:`GHNFileError`.
+    The expected names and shapes come from the network built on the meta device, so nothing is
+    allocated until they match: a config that asks for a huge network fails here, in one line.
     """
-    expected = ghn_tensor_shapes(ghn_file.config)
-    missing, unexpected = _key_mismatch(expected, ghn_file.state_dict)
-    if missing or unexpected:
-        detail = (f"missing {missing[:3]}" if missing else "") + (" " if missing and unexpected else "") + (
-            f"unexpected {unexpected[:3]}" if unexpected else "")
-        raise GHNFileError(f"{name}: weights do not fit a {family} with its config: {detail}")
-    for key, shape in expected.items():
-        got = tuple(ghn_file.state_dict[key].shape)
-        if got != shape:
-            raise GHNFileError(f"{name}: weights do not fit a {family} with its config: {key} has shape "
-                               f"{list(got)}, the config says {list(shape)}")
+    expected = ghn_tensor_shapes(config)
+    missing = [name for name in expected if name not in state]
+    unexpected = [name for name in state if name not in expected]
+    wrong = [f"{name} {tuple(state[name].shape)} (expected {shape})" for name, shape in expected.items()
+             if name in state and tuple(state[name].shape) != shape]
+    not_float = [name for name, t in state.items() if not t.is_floating_point()]
+    problems = [f"{label} {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
+                for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong),
+                                     ("not floating-point", not_float)) if names]
+    if problems:
+        family = "GHN-3" if config.is_ghn3 else "GHN-2"
+        brief = f"hid={config.hid}, max_shape={config.max_shape}"
+        if config.is_ghn3:
+            brief += f", layers={config.layers}, heads={config.heads}"
+        raise GHNConfigError(f"weights do not fit a {family} with {brief}: {'; '.join(problems)}")
 
 
 def _key_mismatch(expected: dict[str, Any], found: dict[str, Any]) -> tuple[list[str], list[str]]:
