@@ -97,6 +97,18 @@ def same_output(a: str | Path, b: str | Path) -> bool:
         return os.path.abspath(ta) == os.path.abspath(tb)
 
 
+def check_distinct(outputs: dict[str, str | Path | None]) -> None:
+    """Refuse, before any work, two outputs of one command that would land on one file (``{what: path}``)."""
+    seen: list[tuple[str, str | Path]] = []
+    for what, path in outputs.items():
+        if path is None:
+            continue
+        for other, earlier in seen:
+            if same_output(earlier, path):
+                raise GhnorthError(f"{what} {path} is also the {other} output; give each output its own file")
+        seen.append((what, path))
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
