@@ -32,7 +32,14 @@ TMP_SUFFIXES = (".tmp", ".part")
 def output_target(path: str | Path) -> Path:
     """The file a write to ``path`` really changes: symbolic links followed (the link itself is kept)."""
     p = Path(path)
-    return Path(os.path.realpath(p)) if p.is_symlink() else p
+    if not p.is_symlink():
+        return p
+    try:
+        if not stat.S_ISREG(os.stat(p).st_mode):
+            return p  # e.g. /dev/fd/63 from `-o >(cmd)`: opened through the link, written in place
+    except OSError:
+        pass  # a dangling link: its target is created
+    return Path(os.path.realpath(p))
 
 
 def _kind(mode: int) -> str | None:
