@@ -22,6 +22,7 @@ import torch
 
 from finetune_helpers import make_fashion_dir
 from ghn_helpers import TINY_CONFIG, tiny_ghn
+from ghnorth_cli.cli.app import INTERNAL_ERROR
 
 SEED = 20261130
 ARCH = "timm:test_resnet"
@@ -71,6 +72,8 @@ class Runner:
             problems.append("traceback")
         if len(errors) != 1 or not err or err[-1] != errors[0]:
             problems.append(f"stderr is not one final error line: {err[-3:]}")
+        elif INTERNAL_ERROR in errors[0]:
+            problems.append(f"unforeseen exception: {errors[0]}")
         left = sorted(p.name for p in self.folder.iterdir() if p.name not in self.keep)
         if left:
             problems.append(f"left {left}")

@@ -229,3 +229,17 @@ def test_resume_before_the_first_save_starts_from_scratch(cli, tmp_path):
                  "--save-every", "1", "--resume", "-o", out)
     assert result.exit_code == 0, result.stderr
     assert "starting from scratch" in result.stderr and out.exists()
+
+
+def test_an_unforeseen_exception_is_one_line_unless_debugging(cli, ckpt, monkeypatch):
+    from ghnorth_cli import checkpoint
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("size mismatch for a:\n\tcopying a param with shape [3]\n\tfrom [4]")
+
+    monkeypatch.setattr(checkpoint, "read_checkpoint", broken)
+    line = _one_line(cli("info", ckpt), "internal error: RuntimeError: size mismatch for a:; copying", "GHNORTH_DEBUG")
+    assert line.count("\n") == 0
+    monkeypatch.setenv("GHNORTH_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        cli("info", ckpt)
