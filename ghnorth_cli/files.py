@@ -93,6 +93,23 @@ def check_writable(path: str | Path | None, *, what: str = "") -> None:
         raise GhnorthError(f"cannot write {label}: directory {folder} is not writable")
 
 
+def read_text(path: str | Path, *, limit: int | None = None) -> str:
+    """A UTF-8 text input (JSON, CSV, a list of names), refused past ``limit`` bytes before it is all read.
+
+    ``/dev/zero``, an endless FIFO or a huge file fails with one line instead of filling memory.
+    Raises :class:`OSError` as :meth:`Path.read_text` does, :class:`ValueError` for bad UTF-8 and
+    :class:`GhnorthError` past the limit (default :data:`~ghnorth_cli.limits.MAX_TEXT_BYTES`).
+    """
+    from ghnorth_cli.limits import MAX_TEXT_BYTES
+
+    limit = MAX_TEXT_BYTES if limit is None else limit
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise GhnorthError(f"{path}: more than {limit} bytes; not a file ghnorth reads as text")
+    return data.decode("utf-8")
+
+
 def same_output(a: str | Path, b: str | Path) -> bool:
     """True when writing ``a`` and ``b`` would change the same file (``"-"`` is stdout)."""
     if STDIO in (str(a), str(b)):
