@@ -101,8 +101,13 @@ def base(tmp_path_factory) -> dict:
     ckpt = folder / "valid.safetensors"
     result = CliRunner().invoke(app, ["init", "--arch", ARCH, "--num-classes", "10", "-o", str(ckpt)])
     assert result.exit_code == 0, result.stderr
+    embeddings, graph = folder / "emb.json", folder / "graph.json"
+    for args in (["embed", "--ghn", "ghn2-fmnist-tiny", "-a", ARCH, "-o", str(embeddings)],
+                 ["graph", "-a", ARCH, "-o", str(graph)]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.stderr
     state = tiny_ghn().state_dict()
-    return {"ckpt": ckpt.read_bytes(), "ghn_state": state, "ghn_config": TINY_CONFIG.to_dict(),
+    return {"embeddings": embeddings.read_text(), "graph": graph.read_text(), "ckpt": ckpt.read_bytes(), "ghn_state": state, "ghn_config": TINY_CONFIG.to_dict(),
             "ghn_safetensors": ghn_bytes(TINY_CONFIG, state), "fashion": make_fashion_dir(folder / "fmnist")}
 
 
@@ -363,6 +368,29 @@ def test_hostile_option_values(runner, base) -> None:
             for value in values:
                 runner.run(f"{command[0]} {option} {value!r}", *command, option, value)
     runner.check(minimum=65)
+
+
+def _json_cases(rng: random.Random, text: str) -> list[tuple[str, bytes]]:
+    cases = [(f"top level {value!r}", json.dumps(value).encode()) for value in _JUNK]
+    cases += [("not UTF-8", b'{"a": "\xff\xfe"}'), ("NUL bytes", bytes(64))]
+    while len(cases) < len(_JUNK) + 14:
+        cut = text[: rng.randrange(1, len(text) - 2)]
+        try:
+            json.loads(cut)
+        except ValueError:
+            cases.append(("truncated JSON", cut.encode()))
+    return cases
+
+
+def test_malformed_json_inputs(runner, base) -> None:
+    rng = random.Random(SEED + 2)
+    for i, (label, data) in enumerate(_json_cases(rng, base["embeddings"])):
+        runner.run(f"embeddings: {label}", "analyze", "--embeddings", runner.input(f"emb{i}.json", data))
+    for i, (label, data) in enumerate(_json_cases(rng, base["graph"])):
+        runner.run(f"graph: {label}", "embed", "--ghn", "ghn2-fmnist-tiny", "--graph",
+                   runner.input(f"graph{i}.json", data), "-o", runner.out)
+    runner.run("endless text input", "analyze", "--embeddings", "/dev/zero")
+    runner.check(minimum=50)
 
 
 @pytest.fixture(scope="module", autouse=True)
