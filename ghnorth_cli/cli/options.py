@@ -76,10 +76,6 @@ def output_path(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> A
     return value
 
 
-FiniteFloat = dict(parser=finite_float(), metavar="FLOAT")
-NonNegativeFloat = dict(parser=finite_float(min=0.0), metavar="FLOAT")
-
-
 ArchOption = Annotated[
     str,
     typer.Option("--arch", "-a", help="Model: a timm or torchvision name; 'timm:' / 'torchvision:' prefixes force the source."),
