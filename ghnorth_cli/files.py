@@ -32,7 +32,14 @@ TMP_SUFFIXES = (".tmp", ".part")
 def output_target(path: str | Path) -> Path:
     """The file a write to ``path`` really changes: symbolic links followed (the link itself is kept)."""
     p = Path(path)
-    return Path(os.path.realpath(p)) if p.is_symlink() else p
+    if not p.is_symlink():
+        return p
+    try:
+        if not stat.S_ISREG(os.stat(p).st_mode):
+            return p  # e.g. /dev/fd/63 from `-o >(cmd)`: opened through the link, written in place
+    except OSError:
+        pass  # a dangling link: its target is created
+    return Path(os.path.realpath(p))
 
 
 def _kind(mode: int) -> str | None:
@@ -95,6 +102,23 @@ def check_writable(path: str | Path | None, *, what: str = "") -> None:
         raise GhnorthError(f"cannot write {label}: directory {folder} is not writable")
 
 
+def read_text(path: str | Path, *, limit: int | None = None) -> str:
+    """A UTF-8 text input (JSON, CSV, a list of names), refused past ``limit`` bytes before it is all read.
+
+    ``/dev/zero``, an endless FIFO or a huge file fails with one line instead of filling memory.
+    Raises :class:`OSError` as :meth:`Path.read_text` does, :class:`ValueError` for bad UTF-8 and
+    :class:`GhnorthError` past the limit (default :data:`~ghnorth_cli.limits.MAX_TEXT_BYTES`).
+    """
+    from ghnorth_cli.limits import MAX_TEXT_BYTES
+
+    limit = MAX_TEXT_BYTES if limit is None else limit
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise GhnorthError(f"{path}: more than {limit} bytes; not a file ghnorth reads as text")
+    return data.decode("utf-8")
+
+
 def same_output(a: str | Path, b: str | Path) -> bool:
     """True when writing ``a`` and ``b`` would change the same file (``"-"`` is stdout)."""
     if STDIO in (str(a), str(b)):
@@ -104,6 +128,18 @@ def same_output(a: str | Path, b: str | Path) -> bool:
         return os.path.samefile(ta, tb)
     except OSError:
         return os.path.abspath(ta) == os.path.abspath(tb)
+
+
+def check_distinct(outputs: dict[str, str | Path | None]) -> None:
+    """Refuse, before any work, two outputs of one command that would land on one file (``{what: path}``)."""
+    seen: list[tuple[str, str | Path]] = []
+    for what, path in outputs.items():
+        if path is None:
+            continue
+        for other, earlier in seen:
+            if same_output(earlier, path):
+                raise GhnorthError(f"{what} {path} is also the {other} output; give each output its own file")
+        seen.append((what, path))
 
 
 def _umask() -> int:

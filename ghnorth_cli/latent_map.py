@@ -10,6 +10,7 @@ GHN's distribution, and its predicted parameters deserve less trust.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ghnorth_cli.errors import GhnorthError
+from ghnorth_cli.files import read_text
 
 EMBEDDINGS_FORMAT = "ghnorth.embeddings"
 OUTSIDE_PERCENTILE = 95.0  # farther than this share of the reference's own neighbour distances = outside
@@ -58,7 +60,7 @@ def _parse_embeddings(data: Any, source: str) -> EmbeddingSet:
 def read_embeddings(path: str | Path) -> EmbeddingSet:
     """The embeddings in a ``ghnorth embed`` JSON file."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(read_text(path))
     except OSError as exc:
         raise GhnorthError(f"cannot read {path}: {exc.strerror or exc}") from None
     except ValueError as exc:
@@ -164,10 +166,10 @@ def nearest_neighbours(named: EmbeddingSet, reference: EmbeddingSet, *, k: int =
 def _metric_rows(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a CSV file, or of a JSON file: a list of objects, or ``ghnorth ghn eval --json`` output."""
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            if Path(path).suffix.lower() != ".json":
-                return list(csv.DictReader(f))
-            data = json.load(f)
+        text = read_text(path)
+        if Path(path).suffix.lower() != ".json":
+            return list(csv.DictReader(io.StringIO(text, newline="")))
+        data = json.loads(text)
     except OSError as exc:
         raise GhnorthError(f"cannot read {path}: {exc.strerror or exc}") from None
     except ValueError as exc:

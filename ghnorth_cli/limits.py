@@ -23,3 +23,5 @@ MAX_GHN_SHAPE = (16384, 16384, 64, 64)
 MAX_GHN_LAYERS = 256
 #: Image pixels PIL may decode (PIL's own default warns at ~89 M and fails at twice that).
 MAX_IMAGE_PIXELS = 100_000_000
+#: Bytes of a text input (embeddings or graph JSON, metric CSV, arch list, grid file).
+MAX_TEXT_BYTES = 256 * 2**20

@@ -22,6 +22,8 @@ from ghnorth_cli.errors import GhnorthError
 from ghnorth_cli.signals import Terminated, handle_termination
 
 DEBUG_ENV = "GHNORTH_DEBUG"
+#: Prefix of the line for an exception ghnorth did not foresee (the fuzz tests look for it).
+INTERNAL_ERROR = "internal error"
 
 
 #: Longest error line; the whole message is logged first at debug level (``-v``).
@@ -111,7 +113,7 @@ class GhnorthGroup(TyperGroup):
             except click_exceptions.ClickException as exc:
                 report_error(_usage_message(exc))
                 code = 1
-            except click_exceptions.Abort:
+            except typer.Abort:
                 report_error("interrupted")
                 code = 130
             except Terminated:
@@ -149,6 +151,13 @@ class GhnorthGroup(TyperGroup):
         except BrokenPipeError:
             # The reader of our stdout went away (e.g. `| head`): nothing more to say.
             raise typer.Exit(141) from None
+        except (click_exceptions.ClickException, typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:  # a bug or an unforeseen failure: still one line, the traceback on request
+            if os.environ.get(DEBUG_ENV):
+                raise
+            report_error(f"{INTERNAL_ERROR}: {type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for the traceback)")
+            raise typer.Exit(1) from None
 
     def list_commands(self, ctx) -> list[str]:
         # Keep the order in which commands were registered (the README's order).

@@ -41,10 +41,11 @@ EmbedOutputOption = Annotated[
 def read_arch_file(path: Path) -> list[str]:
     """The architectures listed in ``path``, one per line, without blanks and ``#`` comments."""
     from ghnorth_cli.errors import GhnorthError
+    from ghnorth_cli.files import read_text
 
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
+        lines = read_text(path).splitlines()
+    except (OSError, ValueError) as exc:
         raise GhnorthError(f"cannot read --arch-file {path}: {exc.strerror or exc}") from None
     archs = [line.split("#", 1)[0].strip() for line in lines]
     return [a for a in archs if a]
@@ -62,10 +63,11 @@ def _check_unique(names: list[str]) -> None:
 
 def _read_graph_file(path: str):
     from ghnorth_cli.errors import GhnorthError
+    from ghnorth_cli.files import read_text
     from ghnorth_cli.graph.types import ModelGraph
 
     try:
-        return ModelGraph.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+        return ModelGraph.from_json(json.loads(read_text(path)))
     except OSError as exc:
         raise GhnorthError(f"cannot read --graph {path}: {exc.strerror or exc}") from None
     except (ValueError, KeyError, TypeError) as exc:

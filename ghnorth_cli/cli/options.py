@@ -40,7 +40,7 @@ def finite_float(*, min: float | None = None, max: float | None = None):
 def seed_value(value: Any) -> int:
     """A seed ``torch.manual_seed`` accepts: an integer within 64 bits."""
     try:
-        number = int(str(value), 0) if isinstance(value, str) else int(value)
+        number = int(value)
     except (TypeError, ValueError):
         raise ValueError(f"{value!r} is not an integer") from None
     if not SEED_MIN <= number <= SEED_MAX:
@@ -74,10 +74,6 @@ def output_path(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> A
             raise typer.BadParameter(f"{value} is also the {other} output; give each output its own file")
     claimed[name] = str(value)
     return value
-
-
-FiniteFloat = dict(parser=finite_float(), metavar="FLOAT")
-NonNegativeFloat = dict(parser=finite_float(min=0.0), metavar="FLOAT")
 
 
 ArchOption = Annotated[

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ghnorth_cli.errors import GhnorthError
+from ghnorth_cli.files import read_text
 
 HParams = dict[str, Any]
 
@@ -149,10 +150,10 @@ def parse_grid(text: str) -> dict[str, tuple[Any, ...]]:
 def read_grid_file(path: str | Path) -> list[dict[str, tuple[Any, ...]]]:
     """A JSON file holding a grid object or a list of them."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(read_text(path))
     except OSError as exc:
         raise GridError(f"cannot read grid file {path}: {exc.strerror or exc}") from None
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:
         raise GridError(f"grid file {path} is not valid JSON: {exc}") from None
     grids = data if isinstance(data, list) else [data]
     if not grids or not all(isinstance(g, dict) for g in grids):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from ghnorth_cli.errors import GhnorthError
+from ghnorth_cli.limits import MAX_CROP_PADDING
 
 INIT_METHODS = ("default", "orth", "pretrained")
 WEIGHT_SELECTION = "weight-selection"  # --init weight-selection:TEACHER
@@ -68,6 +70,13 @@ class FinetuneConfig:
             raise GhnorthError(f"--warmup-epochs must be below --epochs ({self.epochs}), got {self.warmup_epochs}")
         if self.init.startswith(WEIGHT_SELECTION + ":") and not self.init_teacher:
             raise GhnorthError("--init weight-selection:T needs a teacher T (a checkpoint file or a model name)")
+        for name in ("lr", "wd", "momentum", "clip_grad", "label_smoothing", "val_size"):
+            value = getattr(self, name)  # a negative rate or clip norm turns descent into ascent
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise GhnorthError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value!r}")
+        if self.label_smoothing > 1 or not 0 <= self.crop_padding <= MAX_CROP_PADDING:
+            raise GhnorthError(f"--label-smoothing must be within 0..1 and --crop-padding within "
+                               f"0..{MAX_CROP_PADDING}, got {self.label_smoothing} and {self.crop_padding}")
         if self.save_model == "best" and not self.val_size:
             raise GhnorthError("--save-model best needs a validation set (--val-size)")
 

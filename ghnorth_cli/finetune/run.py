@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ghnorth_cli.errors import GhnorthError
-from ghnorth_cli.files import check_writable
+from ghnorth_cli.files import check_distinct, check_writable
 from ghnorth_cli.finetune.config import FinetuneConfig
 from ghnorth_cli.finetune.data import load_dataset
 from ghnorth_cli.finetune.model import DEFAULT_IMG_SIZE, StartingModel, build_starting_model
@@ -93,9 +93,11 @@ def _state_path(config: FinetuneConfig) -> str | None:
 def _check_outputs(config: FinetuneConfig) -> None:
     if (config.save_every or config.resume) and _state_path(config) is None:
         raise GhnorthError("--save-every and --resume need --state FILE (or -o OUT, whose state is OUT.state.pt)")
-    for path, what in ((config.output, "output"), (config.metrics, "metrics"), (config.log, "log"),
-                       (_state_path(config) if config.save_every else None, "state")):
+    outputs = {"output": config.output, "metrics": config.metrics, "log": config.log,
+               "state": _state_path(config) if config.save_every else None}
+    for what, path in outputs.items():
         check_writable(path, what=what)
+    check_distinct(outputs)
 
 
 def _write_text_atomic(path: str, text: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -52,10 +53,11 @@ class GHNTrainConfig:
             (self.steps >= 1, "--steps must be at least 1"),
             (self.meta_batch >= 1, "--meta-batch must be at least 1"),
             (self.batch_size >= 2, "--batch-size must be at least 2 (batch norm needs 2 images)"),
-            (self.lr > 0, "--lr must be positive"),
+            (math.isfinite(self.lr) and self.lr > 0, "--lr must be a finite positive number"),
+            (math.isfinite(self.weight_decay) and self.weight_decay >= 0, "--wd must be a finite number >= 0"),
             (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),
             (0 <= self.warmup < self.steps, "--warmup must be below --steps"),
-            (self.grad_clip >= 0, "--grad-clip must be 0 (off) or positive"),
+            (math.isfinite(self.grad_clip) and self.grad_clip >= 0, "--grad-clip must be 0 (off) or positive"),
             (self.save_every >= 1, "--save-every must be at least 1"),
             (self.heldout >= 0, "--heldout must be 0 or more"),
             (self.img_size >= 32, "--img-size must be at least 32 (the spaces' networks downsample 16-32x)"),

@@ -43,10 +43,14 @@ def ghn_metadata(config: GHNConfig, *, history: Sequence[Mapping[str, Any]],
 
 def write_ghn(path: str | Path, ghn: GHN2, *, history: Sequence[Mapping[str, Any]],
               training: Mapping[str, Any]) -> None:
-    """Write ``ghn``'s float32 weights atomically (deterministic bytes for the same inputs)."""
-    from ghnorth_cli.checkpoint import serialize_safetensors, write_bytes_atomic
+    """Write ``ghn``'s float32 weights atomically (deterministic bytes for the same inputs).
+
+    Raises :class:`~ghnorth_cli.errors.CheckpointError` naming a weight with NaN or Inf values.
+    """
+    from ghnorth_cli.checkpoint import check_finite, serialize_safetensors, write_bytes_atomic
 
     tensors = {k: v.detach().float().cpu().contiguous().clone() for k, v in ghn.state_dict().items()}
+    check_finite(tensors, what=f"refusing to write {path}")
     metadata = ghn_metadata(ghn.config, history=history, training=training)
     write_bytes_atomic(path, serialize_safetensors(tensors, metadata=metadata))
 

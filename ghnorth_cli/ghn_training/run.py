@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from ghnorth_cli.errors import GhnorthError
-from ghnorth_cli.files import check_writable
+from ghnorth_cli.files import check_distinct, check_writable
 from ghnorth_cli.ghn.network import GHN2
 from ghnorth_cli.ghn_training.config import RESUMABLE_CHANGES, GHNTrainConfig
 from ghnorth_cli.ghn_training.data import TaskData, load_task
@@ -123,6 +123,7 @@ def _append_log(path: str | None, record: dict[str, Any]) -> None:
 def _check_output(config: GHNTrainConfig, *, resume: bool) -> None:
     check_writable(config.output)
     check_writable(config.log, what="log")
+    check_distinct({"output": config.output, "log": config.log, "state": config.state_path})
 
 
 def train_ghn(config: GHNTrainConfig, *, resume: bool = False, on_step: StepCallback | None = None,
