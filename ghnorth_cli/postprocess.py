@@ -85,7 +85,8 @@ class LayerChange:
     name: str
     shape: tuple[int, ...]
     action: str
-    """"noise", "orth", "noise+orth", "unchanged" or "classifier" (never touched)."""
+    """"noise", "orth", "noise+orth", "unchanged", "classifier" (never touched) or "tied" (an alias of
+    an earlier layer: the same tensor, given that layer's result)."""
     corr_std: float | None
     """std of the correlation values that scaled the noise (None without noise)."""
     noise_std: float | None
@@ -178,6 +179,7 @@ def postprocess(
     noise_layers: NoiseLayers = "all",
     generator: torch.Generator,
     classifier: Collection[str] | None = None,
+    tied: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, Tensor], list[LayerChange]]:
     """GHN-orth: noise (``beta``) and orthogonal re-init (layers ``orth_from``.. but the classifier).
 
@@ -185,6 +187,8 @@ def postprocess(
     ``LayerChange`` per layer. Noise is drawn from ``generator`` layer by layer, in module order.
     ``classifier``: the classifier's tensor names (``models.classifier_tensor_names`` of the
     checkpoint's model); None: the last layer, for a file that does not say which model it holds.
+    ``tied`` (``{alias: first name}``, ``models.tied_tensor_names``): names of one shared tensor; an
+    alias takes its first name's result (action ``"tied"``), so the model gets one consistent tensor.
     """
     layers = layer_names(tensors, order)
     heads = set(classifier_tensor_names({n: tuple(tensors[n].shape) for n in order})
@@ -196,6 +200,11 @@ def postprocess(
     changes = []
     for index, name in enumerate(layers, start=1):
         old = tensors[name]
+        if tied and name in tied and tied[name] in out:
+            out[name] = out[tied[name]]
+            changes.append(_describe(index, name, old, out[name], action="tied", corr_std=None, noise_std=None,
+                                     orthogonalized=False))
+            continue
         if name in heads:
             changes.append(_describe(index, name, old, old, action="classifier", corr_std=None,
                                      noise_std=None, orthogonalized=False))

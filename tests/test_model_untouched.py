@@ -146,3 +146,22 @@ def test_inplace_prediction_writes_each_shared_tensor_once(ghn_tiny) -> None:
     assert model.second.weight is model.first.weight
     assert torch.equal(model.first.weight.detach(), result.params["first.weight"])
     assert not any(p.is_meta for p in model.parameters())
+
+
+def test_postprocess_gives_every_name_of_a_shared_tensor_one_result() -> None:
+    from ghnorth_cli.checkpoint import load_tensors_into, model_tensors
+    from ghnorth_cli.models import tied_tensor_names
+    from ghnorth_cli.postprocess import postprocess
+
+    model = SharedBlock()
+    tensors, order = model_tensors(model)
+    tied = tied_tensor_names(model)
+    assert tied == {"second.weight": "first.weight", "second.bias": "first.bias"}
+    out, changes = postprocess(tensors, order, beta=1e-2, orth_from=1, generator=torch.Generator().manual_seed(0),
+                               tied=tied)
+    assert {c.name: c.action for c in changes}["second.weight"] == "tied"
+    assert not torch.equal(out["first.weight"], tensors["first.weight"])
+    assert torch.equal(out["second.weight"], out["first.weight"])
+    fresh = SharedBlock()
+    load_tensors_into(fresh, out, strict=True)
+    assert torch.equal(fresh.first.weight.detach(), out["first.weight"])

@@ -86,7 +86,7 @@ def _check_streams(*, output: str, as_json: bool, report: Path | None) -> None:
 def _log_changes(changes) -> None:
     for c in changes:
         shape = "x".join(map(str, c.shape))
-        if c.action in ("unchanged", "classifier"):
+        if c.action in ("unchanged", "classifier", "tied"):
             _logger.info("layer %3d %-40s %-14s %s", c.index, c.name, shape, c.action)
             continue
         noise = f" noise_std={c.noise_std:.3g} (corr std {c.corr_std:.3g})" if c.noise_std is not None else ""
@@ -161,7 +161,8 @@ def postprocess_command(
         _logger.warning("warning: neither --beta nor --orth-from (nor --preset) given: the weights stay as they are")
     tensors, changes = postprocess(ckpt.tensors, ckpt.order, beta=settings["beta"], orth_from=settings["orth_from"],
                                    noise_layers=settings["noise_layers"],
-                                   generator=torch.Generator().manual_seed(seed), classifier=heads)
+                                   generator=torch.Generator().manual_seed(seed), classifier=heads,
+                                   tied=ckpt.tied())
     _log_changes(changes)
     result = _report(ckpt=ckpt, output=output, settings=settings, seed=seed, changes=changes)
     entry = provenance(command="postprocess", options=settings, seed=seed, inputs={"input": ckpt.sha256},

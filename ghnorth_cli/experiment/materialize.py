@@ -76,7 +76,7 @@ def materialize_init(
     import torch
 
     from ghnorth_cli.checkpoint import model_tensors, provenance, write_checkpoint
-    from ghnorth_cli.models import classifier_tensor_names, create_model, resolve_spec
+    from ghnorth_cli.models import classifier_tensor_names, create_model, resolve_spec, tied_tensor_names
     from ghnorth_cli.postprocess import postprocess
 
     if not init.needs_materializing:
@@ -97,7 +97,7 @@ def materialize_init(
     if settings is not None:
         tensors, _ = postprocess(tensors, order, beta=settings["beta"], orth_from=settings["orth_from"],
                                  noise_layers=settings["noise_layers"], generator=torch.Generator().manual_seed(seed),
-                                 classifier=classifier_tensor_names(model))
+                                 classifier=classifier_tensor_names(model), tied=tied_tensor_names(model))
         history.append(provenance(command="postprocess", options=settings, seed=seed))
     path.parent.mkdir(parents=True, exist_ok=True)
     write_checkpoint(path, tensors, spec=spec, order=order, history=history, extra={"ghnorth.experiment_init": key})
