@@ -165,3 +165,18 @@ def test_postprocess_gives_every_name_of_a_shared_tensor_one_result() -> None:
     fresh = SharedBlock()
     load_tensors_into(fresh, out, strict=True)
     assert torch.equal(fresh.first.weight.detach(), out["first.weight"])
+
+
+def test_predict_command_on_a_model_with_shared_modules(cli, tmp_path) -> None:
+    """The issue's case: timm's CoaT shares its position encoders between blocks."""
+    import ghnorth_cli
+    from ghn_helpers import write_released_ghn
+
+    ghn = write_released_ghn(tmp_path / "tiny.pt")
+    out = tmp_path / "coat.safetensors"
+    result = cli("predict", "--arch", "timm:coat_lite_tiny", "--img-size", "32", "--num-classes", "10",
+                 "--ghn", str(ghn), "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    model = ghnorth_cli.load_model(out)  # strict
+    assert model.serial_blocks1[0].factoratt_crpe.crpe is model.crpe1
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())

@@ -118,7 +118,9 @@ def _write_outputs(*, ckpt, tensors, output: str, entry: dict, report: dict, rep
     try:
         write_bytes_atomic(report_path, (json.dumps(report, indent=2) + "\n").encode())
     except Exception:
-        if output != "-":
+        from ghnorth_cli.export import is_folder_output
+
+        if output != "-" and not is_folder_output(output):  # a model folder is complete: leave it
             Path(output).unlink(missing_ok=True)
         raise
 
