@@ -93,7 +93,21 @@ class CachesTensors(ConvTwice):
         return super().forward(x)
 
 
-@pytest.mark.parametrize("cls", [ConvTwice, SharedBlock, TiedWeights, CachesTensors])
+class SpectralNormed(ConvTwice):
+    """torch's spectral_norm hook writes the module's ``weight`` attribute and its ``u`` buffer each forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.utils.spectral_norm(self.stem)
+
+
+class WeightNormed(ConvTwice):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.utils.parametrizations.weight_norm(self.conv)
+
+
+@pytest.mark.parametrize("cls", [ConvTwice, SharedBlock, TiedWeights, CachesTensors, SpectralNormed, WeightNormed])
 def test_capture_leaves_the_model_as_it_was(cls) -> None:
     model = cls()
     before = snapshot(model)
