@@ -19,6 +19,7 @@ import logging
 import os
 import platform
 import struct
+from collections import OrderedDict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -32,8 +33,15 @@ from ghnorth_cli._version import __version__
 from ghnorth_cli.errors import CheckpointError, ModelResolutionError
 from ghnorth_cli.files import STDIO, write_bytes_atomic  # noqa: F401  (re-exported)
 from ghnorth_cli.metadata import decode_metadata, read_safetensors
-from ghnorth_cli.models import (ModelSpec, classifier_tensor_names, model_shapes, resolve_name, resolve_spec,
-                                weight_layer_names)
+from ghnorth_cli.models import (
+    ModelSpec,
+    classifier_tensor_names,
+    model_shapes,
+    resolve_name,
+    resolve_spec,
+    tied_tensor_names,
+    weight_layer_names,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -65,6 +73,13 @@ class Checkpoint:
         if self.spec is not None:
             return [n for n in classifier_tensor_names(self.spec) if n in self.tensors]
         return classifier_tensor_names({n: tuple(self.tensors[n].shape) for n in self.order})
+
+    def tied(self) -> dict[str, str]:
+        """``{alias: first name}`` of entries that are one tensor in the model (shared modules, tied
+        weights); empty for a file without a model spec."""
+        if self.spec is None:
+            return {}
+        return {a: n for a, n in tied_tensor_names(self.spec).items() if a in self.tensors and n in self.tensors}
 
     def extra(self, key: str, default: Any = None) -> Any:
         """A namespaced metadata value decoded from JSON."""
@@ -223,7 +238,10 @@ def load_tensors_into(model: nn.Module, tensors: Mapping[str, torch.Tensor], *, 
     """Copy tensors into the model; strict unless names in ``skip`` (e.g. the classifier) are left out."""
     if strict:
         check_fits(model, tensors, skip=skip)
-    kept = {k: v for k, v in tensors.items() if k not in skip}
+    own = model.state_dict()
+    kept = OrderedDict((k, v) for k, v in tensors.items() if k not in skip)
+    if hasattr(own, "_metadata"):  # module versions (torchvision's MNASNet refuses a state_dict without)
+        kept._metadata = own._metadata  # type: ignore[attr-defined]
     model.load_state_dict(kept, strict=strict and not skip)
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from ghnorth_cli.errors import GhnorthError
-from ghnorth_cli.models import ModelSpec, classifier_modules, create_model, model_args_for, small_input_adapted
+from ghnorth_cli.models import ModelSpec, classifier_modules, model_args_for, skeleton_model, small_input_adapted
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +98,8 @@ def model_config(spec: ModelSpec, *, tensor_names: Sequence[str], history: Seque
     reason = _why_not_timm(spec)
     extra_args = model_args_for(spec, tensor_names)
     data = data_config(spec, history)
-    with torch.device("meta"):  # the config describes the architecture: the ImageNet stem will do
-        model = create_model(dataclasses.replace(spec, small_input=False), model_args=extra_args)
+    # the config describes the architecture: the ImageNet stem will do
+    model = skeleton_model(dataclasses.replace(spec, small_input=False), model_args=extra_args)
     if spec.source == "timm":
         config = _timm_config(model, spec, extra_args=extra_args, data=data)
     else:

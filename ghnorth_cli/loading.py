@@ -18,21 +18,8 @@ from ghnorth_cli.errors import CheckpointError
 from ghnorth_cli.models import create_model as build_model
 from ghnorth_cli.models import model_args_for
 
-WEIGHTS_NAME = "model.safetensors"  # timm's and the Hugging Face Hub's file name in a model folder
-
-
-def checkpoint_file(path: str | Path) -> str | Path:
-    """The checkpoint file behind ``path``: the path itself, or ``model.safetensors`` in a folder."""
-    if str(path) != "-" and Path(path).is_dir():
-        weights = Path(path) / WEIGHTS_NAME
-        if not weights.is_file():
-            raise CheckpointError(f"{path}: a folder without {WEIGHTS_NAME} (not written by `ghnorth export`)")
-        return weights
-    return path
-
-
 def _read(path: str | Path, arch: str | None) -> Checkpoint:
-    ckpt = read_checkpoint(checkpoint_file(path), arch=arch)
+    ckpt = read_checkpoint(path, arch=arch)  # a file, "-" or a model folder's model.safetensors
     if ckpt.spec is None:  # read_checkpoint requires one; kept for type checkers
         raise CheckpointError(f"{path}: has no ghnorth metadata; pass arch= to say which model it holds")
     return ckpt

@@ -119,8 +119,10 @@ def read_safetensors(path: str | Path) -> tuple[bytes, dict[str, Any], str]:
     p = Path(path)
     if not p.exists():
         raise _fail(str(p), "no such file")
-    if p.is_dir():
-        raise _fail(str(p), "is a directory, not a checkpoint file")
+    if p.is_dir() and (p / "model.safetensors").is_file():  # a model folder (``ghnorth export``)
+        p = p / "model.safetensors"
+    elif p.is_dir():
+        raise _fail(str(p), "is a directory, not a checkpoint file (nor a model folder with model.safetensors)")
     try:
         with p.open("rb") as f:
             regular = p.is_file()

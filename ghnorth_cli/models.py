@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import logging
@@ -203,8 +204,7 @@ def small_input_adapted(spec: ModelSpec) -> bool:
     """Whether building ``spec`` changes the model's stem (a small-input rule applies to it)."""
     if not spec.small_input:
         return False
-    with torch.device("meta"):
-        model = _build(spec, {})
+    model = skeleton_model(dataclasses.replace(spec, small_input=False))
     return any(isinstance(model, classes) for classes, _ in _small_input_rules())
 
 
@@ -228,10 +228,23 @@ def create_model(spec: ModelSpec, *, seed: int = 0, model_args: dict[str, Any] |
     return model
 
 
+def skeleton_model(spec: ModelSpec, *, model_args: dict[str, Any] | None = None) -> nn.Module:
+    """The model on the meta device (no weights allocated), for its structure and shapes.
+
+    A model whose constructor computes with tensor values (torchvision's RegNet) is built on
+    the CPU instead.
+    """
+    try:
+        with torch.device("meta"):
+            return create_model(spec, seed=0, model_args=model_args)
+    except ModelResolutionError:
+        pass  # the CPU build below raises the error again if the model cannot be built at all
+    return create_model(spec, seed=0, model_args=model_args)
+
+
 def model_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
     """Shapes of the model's state_dict, in module order, without allocating its weights."""
-    with torch.device("meta"):
-        model = create_model(spec, seed=0)
+    model = skeleton_model(spec)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
@@ -309,9 +322,30 @@ def classifier_tensor_names(source: "nn.Module | ModelSpec | dict[str, Shape]") 
 
 @functools.lru_cache(maxsize=64)
 def _spec_classifier(spec: ModelSpec) -> tuple[str, ...]:
-    with torch.device("meta"):
-        model = create_model(spec, seed=0)
-    return tuple(classifier_tensor_names(model))
+    return tuple(classifier_tensor_names(skeleton_model(spec)))
+
+
+def tied_tensor_names(source: "nn.Module | ModelSpec") -> dict[str, str]:
+    """``{alias: first name}`` for state_dict entries that are the same tensor as an earlier entry.
+
+    A module registered under two names (timm's CoaT shares its position encoders between blocks)
+    or a parameter assigned to two modules appears once per name in ``state_dict()`` but is one
+    tensor: a step that changes it (``postprocess``) must change every name alike.
+    """
+    if isinstance(source, ModelSpec):
+        return dict(_spec_tied(source))
+    first: dict[int, str] = {}
+    tied: dict[str, str] = {}
+    for name, tensor in source.state_dict(keep_vars=True).items():
+        tied_to = first.setdefault(id(tensor), name)
+        if tied_to != name:
+            tied[name] = tied_to
+    return tied
+
+
+@functools.lru_cache(maxsize=64)
+def _spec_tied(spec: ModelSpec) -> tuple[tuple[str, str], ...]:
+    return tuple(tied_tensor_names(skeleton_model(spec)).items())
 
 
 # --- small-input adaptation (the reference's adjust_net, extended to timm's families) ---------------

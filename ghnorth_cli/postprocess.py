@@ -85,7 +85,8 @@ class LayerChange:
     name: str
     shape: tuple[int, ...]
     action: str
-    """"noise", "orth", "noise+orth", "unchanged" or "classifier" (never touched)."""
+    """"noise", "orth", "noise+orth", "unchanged", "classifier" (never touched) or "tied" (an alias of
+    an earlier layer: the same tensor, given that layer's result)."""
     corr_std: float | None
     """std of the correlation values that scaled the noise (None without noise)."""
     noise_std: float | None
@@ -203,6 +204,7 @@ def postprocess(
     generator: torch.Generator,
     classifier: Collection[str] | None = None,
     dtype: torch.dtype | None = None,
+    tied: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, Tensor], list[LayerChange]]:
     """GHN-orth: noise (``beta``) and orthogonal re-init (layers ``orth_from``.. but the classifier).
 
@@ -213,6 +215,8 @@ def postprocess(
     Computed in float32 (float64 inputs in float64); the floating tensors are returned in ``dtype``
     (None: each keeps its own). In float16 or bfloat16 the paper's noise (std ~1e-6) is mostly
     below the resolution and rounds away: ``LayerChange.noise_rounded_away`` says how much.
+    ``tied`` (``{alias: first name}``, ``models.tied_tensor_names``): names of one shared tensor; an
+    alias takes its first name's result (action ``"tied"``), so the model gets one consistent tensor.
     """
     layers = layer_names(tensors, order)
     heads = set(classifier_tensor_names({n: tuple(tensors[n].shape) for n in order})
@@ -226,6 +230,11 @@ def postprocess(
     changes = []
     for index, name in enumerate(layers, start=1):
         old = tensors[name]
+        if tied and name in tied and tied[name] in out:
+            out[name] = out[tied[name]]
+            changes.append(_describe(index, name, old, out[name], action="tied", corr_std=None, noise_std=None,
+                                     orthogonalized=False, noise_rounded_away=None))
+            continue
         if name in heads:
             changes.append(_describe(index, name, old, out[name], action="classifier", corr_std=None,
                                      noise_std=None, orthogonalized=False, noise_rounded_away=None))

@@ -87,6 +87,8 @@ def test_export_command_and_its_errors(cli, tmp_path: Path) -> None:
     assert result.exit_code == 0 and "pretrained=True" in result.stderr
     again = cli("export", str(ckpt), str(tmp_path / "dir"))  # into an existing folder: files replaced
     assert again.exit_code == 0
+    info = cli("info", str(tmp_path / "dir"), "--json")  # every command reads a model folder as a checkpoint
+    assert info.exit_code == 0 and json.loads(info.stdout)["model"]["name"] == "test_resnet"
     (tmp_path / "file").write_text("x")
     for args, message in (([str(ckpt), str(tmp_path / "file")], "not a folder"),
                           ([str(tmp_path / "missing.safetensors"), str(tmp_path / "d2")], "no such file"),
@@ -122,7 +124,7 @@ def test_create_and_load_model_rebuild_exactly(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="fc.weight"):
         ghnorth_cli.load_model(plain, arch="timm:test_resnet")
     with pytest.raises(CheckpointError, match="model.safetensors"):
-        ghnorth_cli.load_model(tmp_path)
+        ghnorth_cli.load_model(tmp_path)  # a folder, but no model.safetensors in it
 
 
 def test_auxiliary_heads_are_rebuilt(tmp_path: Path) -> None:

@@ -93,7 +93,21 @@ class CachesTensors(ConvTwice):
         return super().forward(x)
 
 
-@pytest.mark.parametrize("cls", [ConvTwice, SharedBlock, TiedWeights, CachesTensors])
+class SpectralNormed(ConvTwice):
+    """torch's spectral_norm hook writes the module's ``weight`` attribute and its ``u`` buffer each forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.utils.spectral_norm(self.stem)
+
+
+class WeightNormed(ConvTwice):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.utils.parametrizations.weight_norm(self.conv)
+
+
+@pytest.mark.parametrize("cls", [ConvTwice, SharedBlock, TiedWeights, CachesTensors, SpectralNormed, WeightNormed])
 def test_capture_leaves_the_model_as_it_was(cls) -> None:
     model = cls()
     before = snapshot(model)
@@ -146,3 +160,37 @@ def test_inplace_prediction_writes_each_shared_tensor_once(ghn_tiny) -> None:
     assert model.second.weight is model.first.weight
     assert torch.equal(model.first.weight.detach(), result.params["first.weight"])
     assert not any(p.is_meta for p in model.parameters())
+
+
+def test_postprocess_gives_every_name_of_a_shared_tensor_one_result() -> None:
+    from ghnorth_cli.checkpoint import load_tensors_into, model_tensors
+    from ghnorth_cli.models import tied_tensor_names
+    from ghnorth_cli.postprocess import postprocess
+
+    model = SharedBlock()
+    tensors, order = model_tensors(model)
+    tied = tied_tensor_names(model)
+    assert tied == {"second.weight": "first.weight", "second.bias": "first.bias"}
+    out, changes = postprocess(tensors, order, beta=1e-2, orth_from=1, generator=torch.Generator().manual_seed(0),
+                               tied=tied)
+    assert {c.name: c.action for c in changes}["second.weight"] == "tied"
+    assert not torch.equal(out["first.weight"], tensors["first.weight"])
+    assert torch.equal(out["second.weight"], out["first.weight"])
+    fresh = SharedBlock()
+    load_tensors_into(fresh, out, strict=True)
+    assert torch.equal(fresh.first.weight.detach(), out["first.weight"])
+
+
+def test_predict_command_on_a_model_with_shared_modules(cli, tmp_path) -> None:
+    """The issue's case: timm's CoaT shares its position encoders between blocks."""
+    import ghnorth_cli
+    from ghn_helpers import write_released_ghn
+
+    ghn = write_released_ghn(tmp_path / "tiny.pt")
+    out = tmp_path / "coat.safetensors"
+    result = cli("predict", "--arch", "timm:coat_lite_tiny", "--img-size", "32", "--num-classes", "10",
+                 "--ghn", str(ghn), "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    model = ghnorth_cli.load_model(out)  # strict
+    assert model.serial_blocks1[0].factoratt_crpe.crpe is model.crpe1
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())

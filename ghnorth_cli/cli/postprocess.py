@@ -123,7 +123,7 @@ def _check_streams(*, output: str, as_json: bool, report: Path | None) -> None:
 def _log_changes(changes) -> None:
     for c in changes:
         shape = "x".join(map(str, c.shape))
-        if c.action in ("unchanged", "classifier"):
+        if c.action in ("unchanged", "classifier", "tied"):
             _logger.info("layer %3d %-40s %-14s %s", c.index, c.name, shape, c.action)
             continue
         noise = f" noise_std={c.noise_std:.3g} (corr std {c.corr_std:.3g})" if c.noise_std is not None else ""
@@ -155,7 +155,9 @@ def _write_outputs(*, ckpt, tensors, output: str, entry: dict, report: dict, rep
     try:
         write_bytes_atomic(report_path, (json.dumps(report, indent=2) + "\n").encode())
     except Exception:
-        if output != "-":
+        from ghnorth_cli.export import is_folder_output
+
+        if output != "-" and not is_folder_output(output):  # a model folder is complete: leave it
             Path(output).unlink(missing_ok=True)
         raise
 
@@ -205,7 +207,7 @@ def postprocess_command(
     tensors, changes = postprocess(ckpt.tensors, ckpt.order, beta=settings["beta"], orth_from=settings["orth_from"],
                                    noise_layers=settings["noise_layers"],
                                    generator=torch.Generator().manual_seed(seed), classifier=heads,
-                                   dtype=out_dtype)
+                                   dtype=out_dtype, tied=ckpt.tied())
     _log_changes(changes)
     _warn_rounding(changes, tensors, dtype_option=dtype)
     result = _report(ckpt=ckpt, output=output, settings=settings, seed=seed, changes=changes)

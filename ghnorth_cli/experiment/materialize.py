@@ -108,7 +108,7 @@ def _make_init(path: Path, init: InitSpec, *, spec, key: dict[str, Any], img_siz
     import torch
 
     from ghnorth_cli.checkpoint import model_tensors, provenance, write_checkpoint
-    from ghnorth_cli.models import classifier_tensor_names, create_model
+    from ghnorth_cli.models import classifier_tensor_names, create_model, tied_tensor_names
     from ghnorth_cli.postprocess import postprocess
 
     model = create_model(spec, seed=seed)
@@ -118,7 +118,7 @@ def _make_init(path: Path, init: InitSpec, *, spec, key: dict[str, Any], img_siz
     if settings is not None:
         tensors, _ = postprocess(tensors, order, beta=settings["beta"], orth_from=settings["orth_from"],
                                  noise_layers=settings["noise_layers"], generator=torch.Generator().manual_seed(seed),
-                                 classifier=classifier_tensor_names(model))
+                                 classifier=classifier_tensor_names(model), tied=tied_tensor_names(model))
         history.append(provenance(command="postprocess", options=settings, seed=seed))
     write_checkpoint(path, tensors, spec=spec, order=order, history=history, extra={"ghnorth.experiment_init": key})
     log.info("init %s for %s (%d px, seed %d) -> %s", init.label, spec.arch, img_size, seed, path)

@@ -30,7 +30,7 @@ def default_state_path(output: str | None) -> str | None:
     """Where ``--save-every`` keeps its state when ``--state`` is not given: next to the output."""
     if output is None or output == "-":
         return None
-    return f"{output}.state.pt"
+    return f"{output.rstrip('/')}.state.pt"  # a model folder's (``-o DIR/``) lies beside it
 
 
 def save_state(path: str | Path, state: dict[str, Any]) -> None:

@@ -76,7 +76,11 @@ def predict(model: nn.Module, ghn: GraphHyperNetwork | str | Path | None = None,
 
     ``graph`` defaults to the model's captured graph at ``img_size``. With ``inplace`` the
     predictions are written straight into the model's parameters (no extra copy) and
-    ``params`` holds those parameters; otherwise the model is left unchanged. ``threads``:
+    ``params`` holds those parameters (should the GHN fail midway, some may already be written);
+    otherwise the model is left exactly as it was, on success and on error: capture swaps no
+    tensor of it for good (see ``graph.trace``). A parameter used at several places (a module
+    applied twice, a module shared between blocks, tied weights) has a graph node at each use and
+    is predicted once, from the first. ``threads``:
     intra-op CPU threads while predicting (default 1: the work is a long chain of small ops
     and memory copies, which extra threads slow down on a busy machine; None keeps torch's).
     """

@@ -3,12 +3,14 @@
 The model is called through :func:`torch.func.functional_call` with stand-in tensors for
 every parameter and buffer, so the model itself is never touched: not its weights, not its
 BatchNorm statistics, not its train/eval mode (the pass runs in whatever mode the model is
-in, as the reference does). A module reached by several paths (shared between blocks) and a
-tensor tied between modules get one stand-in, swapped in once per owning module, and
-:func:`_restored` puts back every parameter, buffer and tensor attribute of every module
-afterwards, whatever the forward pass did or raised. The stand-ins live on the ``meta`` device when the model allows
+in, as the reference does). The stand-ins live on the ``meta`` device when the model allows
 it (no arithmetic is done, so capture costs the same at any image size); a model whose
 forward needs real numbers is run again on CPU with detached aliases of its tensors.
+
+A module reached by several paths (shared between blocks) and a tensor tied between modules
+get one stand-in, swapped in once per owning module, and :func:`_restored` puts back every
+parameter, buffer and tensor attribute of every module afterwards (spectral norm and caches
+write attributes during the forward pass), whatever the forward pass did or raised.
 """
 
 from __future__ import annotations
