@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from typing import Annotated, Optional
 
 import typer
@@ -72,3 +73,5 @@ def _root(
 ) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+    if quiet:  # libraries' warnings (torch, timm, ...) off stderr; ghnorth's own warnings are log records
+        warnings.simplefilter("ignore")

@@ -57,23 +57,72 @@ def _looks_like_torch_save(data: bytes) -> bool:
     return data[:4] == b"PK\x03\x04" or data[:1] == b"\x80"  # zip archive or legacy pickle
 
 
+# torch.save's legacy (non-zip) format starts with a pickled magic number (after the protocol header).
+_LEGACY_MAGIC = b"\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
+KEYS_SHOWN = 5  # names listed in an error before "... (N in all)"
+
+
+def _is_plain_pickle(data: bytes) -> bool:
+    """A pickle stream that is not torch.save output (``pickle.dump`` or ``joblib.dump`` of a state_dict)."""
+    return data[:1] == b"\x80" and _LEGACY_MAGIC not in data[:32]
+
+
+def _some(names, shown: int = KEYS_SHOWN) -> str:
+    """The first ``shown`` of ``names``, and how many there are in all."""
+    names = list(names)
+    head = ", ".join(map(str, names[:shown]))
+    return head if len(names) <= shown else f"{head}, ... ({len(names)} in all)"
+
+
+def _resave(name: str) -> str:
+    """One line of Python that keeps only what a GHN file holds: the weights and the config."""
+    return (f"python -c \"import torch; d = torch.load('{name}', weights_only=False); torch.save({{k: d[k] for k "
+            f"in ('state_dict', 'config')}}, '{Path(name).stem}-ghn.pt')\"")
+
+
+def _refusal(exc: Exception, name: str) -> str:
+    """Why torch.load(weights_only=True) refused ``name``, and what to do (never torch's allowlisting advice)."""
+    import re
+
+    found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    if found is None and "Unsupported operand" in str(exc):
+        return (f"{name}: refusing to load: an old torch.save format (pickle protocol > 2) that safe loading "
+                f"cannot read. If you trust the file, re-save it: {_resave(name)}")
+    what = found.group(1) if found else "objects other than tensors"
+    return (f"{name}: refusing to load: it holds {what} besides the GHN, and ghnorth never unpickles that. If "
+            f"you trust the file, keep just the weights and config: {_resave(name)}")
+
+
+def _not_a_ghn(obj: Any, name: str) -> str:
+    if not isinstance(obj, dict):
+        return f"{name}: not a GHN checkpoint: it holds a {type(obj).__name__}, not a dict with 'state_dict' and 'config'"
+    if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return (f"{name}: a bare state_dict of {len(obj)} tensors ({_some(obj)}) without a config; a GHN file "
+                "holds both: torch.save({'state_dict': ghn.state_dict(), 'config': config}, PATH)")
+    return f"{name}: not a GHN checkpoint: expected 'state_dict' and 'config', found {_some(sorted(map(str, obj)))}"
+
+
 def _read_released(data: bytes, name: str) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
     import io
+    import warnings
 
     if not _looks_like_torch_save(data):
         raise GHNFileError(f"{name}: not a GHN file (neither safetensors nor torch.save output)")
+    if _is_plain_pickle(data):
+        raise GHNFileError(f"{name}: refusing to load: a plain pickle (pickle.dump or joblib.dump), not torch.save "
+                           f"output, and ghnorth never unpickles one. If you trust it, re-save it with "
+                           f"torch.save({{'state_dict': ..., 'config': ...}}, PATH) and pass that file")
     try:
-        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols of legacy files; not the user's concern
+            warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
+            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        detail = str(exc).split("WeightsUnpickler error:", 1)[-1].strip().splitlines()
-        reason = f" ({detail[0]})" if detail and "WeightsUnpickler" in str(exc) else ""
-        raise GHNFileError(f"{name}: refusing to load: it holds objects other than tensors and plain "
-                           f"containers{reason}") from None
+        raise GHNFileError(_refusal(exc, name)) from None
     except Exception as exc:  # torch raises several types for damaged files
-        raise GHNFileError(f"{name}: unreadable torch.save file: {exc}") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GHNFileError(f"{name}: unreadable torch.save file: {first}") from None
     if not isinstance(obj, dict) or "state_dict" not in obj or "config" not in obj:
-        keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
-        raise GHNFileError(f"{name}: not a GHN checkpoint: expected 'state_dict' and 'config', found {keys}")
+        raise GHNFileError(_not_a_ghn(obj, name))
     meta = {"epoch": obj["epoch"]} if isinstance(obj.get("epoch"), int) else {}
     return dict(obj["config"]), dict(obj["state_dict"]), meta
 
@@ -129,13 +178,15 @@ def build_ghn(ghn_file: GHNFile, *, name: str, device: torch.device | str = "cpu
     ghn = GHN2(ghn_file.config)
     missing, unexpected = _key_mismatch(ghn.state_dict(), ghn_file.state_dict)
     if missing or unexpected:
-        detail = (f"missing {missing[:3]}" if missing else "") + (" " if missing and unexpected else "") + (
-            f"unexpected {unexpected[:3]}" if unexpected else "")
+        detail = "; ".join(f"{what} {_some(keys, 3)}" for what, keys in (("missing", missing), ("unexpected", unexpected))
+                           if keys)
         raise GHNFileError(f"{name}: weights do not fit a GHN-2 with its config: {detail}")
-    try:
-        ghn.load_state_dict(ghn_file.state_dict)
-    except RuntimeError as exc:
-        raise GHNFileError(f"{name}: weights do not fit a GHN-2 with its config: {exc}") from None
+    for key, value in ghn.state_dict().items():
+        got = tuple(ghn_file.state_dict[key].shape)
+        if got != tuple(value.shape):
+            raise GHNFileError(f"{name}: weights do not fit a GHN-2 with its config: {key} has shape {list(got)}, "
+                               f"the config says {list(value.shape)}")
+    ghn.load_state_dict(ghn_file.state_dict)
     ghn.info = GHNInfo(name=name, sha256=ghn_file.sha256)
     return ghn.to(device).eval()
 
