@@ -17,24 +17,36 @@ _logger = logging.getLogger(__name__)
 
 SOURCES = ("timm", "torchvision")
 SMALL_INPUT_MAX = 32  # the reference adapts a model when its input is 32x32 or smaller
+# torchvision models built without their auxiliary classifiers (``aux_logits=False``).
+AUX_LOGITS_MODELS = frozenset({("torchvision", "googlenet"), ("torchvision", "inception_v3")})
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Everything needed to rebuild a model: where it comes from and what input it expects."""
+    """Everything needed to rebuild a model: where it comes from and what input it expects.
+
+    ``small_input`` says whether the stem *was* adapted to small images (False for a model that
+    no rule adapts, such as Swin, whatever was asked). ``aux_logits`` is the builder's
+    ``aux_logits`` argument for models that have one (GoogLeNet and Inception-v3 in torchvision,
+    built without their auxiliary heads), None for the others (and then left out of ``to_dict``).
+    """
 
     source: str
     name: str
     num_classes: int
     img_size: int
     small_input: bool
+    aux_logits: bool | None = None
 
     @property
     def arch(self) -> str:
         return f"{self.source}:{self.name}"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["aux_logits"] is None:
+            del data["aux_logits"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelSpec":
@@ -45,6 +57,8 @@ class ModelSpec:
                 num_classes=int(data["num_classes"]),
                 img_size=int(data["img_size"]),
                 small_input=bool(data["small_input"]),
+                aux_logits=bool(data["aux_logits"]) if data.get("aux_logits") is not None else _default_aux_logits(
+                    str(data["source"]), str(data["name"])),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelResolutionError(f"invalid model spec {data!r}: {exc}") from None
@@ -106,6 +120,33 @@ def resolve_name(arch: str) -> tuple[str, str]:
     raise ModelResolutionError(f"unknown {where}architecture {name!r}{_suggest(name)}")
 
 
+def _default_aux_logits(source: str, name: str) -> bool | None:
+    """ghnorth builds GoogLeNet and Inception-v3 without auxiliary classifiers; other models have no such switch."""
+    return False if (source, name) in AUX_LOGITS_MODELS else None
+
+
+@functools.lru_cache(maxsize=None)
+def small_input_applies(source: str, name: str) -> bool:
+    """Whether :func:`adapt_small_input` has a rule for this model (built once on the meta device to see)."""
+    try:
+        default_classes, default_size = _default_io(source, name)
+        with torch.device("meta"):
+            model = _build(ModelSpec(source, name, default_classes, default_size, False,
+                                     _default_aux_logits(source, name)))
+    except Exception:  # a model that does not build here fails later, with its own message
+        return True
+    return any(isinstance(model, classes) for classes, _ in _small_input_rules())
+
+
+def effective_small_input(source: str, name: str, wanted: bool) -> bool:
+    """Whether the model will be adapted to small inputs: ``wanted`` and a rule exists (a warning if not)."""
+    if wanted and not small_input_applies(source, name):
+        _logger.warning("warning: %s:%s is not adapted for small inputs (no rule for it): it keeps its ImageNet "
+                        "stem, recorded as small_input false", source, name)
+        return False
+    return wanted
+
+
 def _default_io(source: str, name: str) -> tuple[int, int]:
     """The model's own (num_classes, img_size)."""
     if source == "timm":
@@ -125,7 +166,11 @@ def resolve_spec(
     img_size: int | None = None,
     small_input: bool | None = None,
 ) -> ModelSpec:
-    """Resolve an ``--arch`` value plus optional overrides to a :class:`ModelSpec`."""
+    """Resolve an ``--arch`` value plus optional overrides to a :class:`ModelSpec`.
+
+    ``small_input`` None means "adapt at 32 px or less"; it is recorded False for a model that no
+    rule adapts (a warning says so), so the spec tells what :func:`create_model` will build.
+    """
     source, name = resolve_name(arch)
     default_classes, default_size = _default_io(source, name)
     if num_classes is not None and num_classes < 1:
@@ -133,12 +178,14 @@ def resolve_spec(
     if img_size is not None and img_size < 8:
         raise ModelResolutionError(f"--img-size must be at least 8, got {img_size}")
     size = img_size or default_size
+    wanted = size <= SMALL_INPUT_MAX if small_input is None else small_input
     return ModelSpec(
         source=source,
         name=name,
         num_classes=num_classes or default_classes,
         img_size=size,
-        small_input=size <= SMALL_INPUT_MAX if small_input is None else small_input,
+        small_input=effective_small_input(source, name, wanted),
+        aux_logits=_default_aux_logits(source, name),
     )
 
 
@@ -162,8 +209,8 @@ def _build(spec: ModelSpec) -> nn.Module:
     kwargs = {"weights": None, "num_classes": spec.num_classes}
     if spec.img_size != 224 and spec.name.startswith("vit_"):
         kwargs["image_size"] = spec.img_size
-    if spec.name in ("inception_v3", "googlenet"):
-        kwargs["aux_logits"] = False
+    if (spec.source, spec.name) in AUX_LOGITS_MODELS:
+        kwargs["aux_logits"] = bool(spec.aux_logits)
         kwargs["init_weights"] = True
     return builder(**kwargs)
 

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from ghnorth_cli.cli.app import app
-from ghnorth_cli.cli.options import ArchOption, ImgSizeOption, NumClassesOption, OutputOption, SeedOption
+from ghnorth_cli.cli.options import (ArchOption, ImgSizeOption, NumClassesOption, OutputOption, SeedOption,
+                                     SmallInputOption)
 
 _logger = logging.getLogger(__name__)
 
@@ -24,6 +25,7 @@ def init_command(
     ] = "default",
     num_classes: NumClassesOption = None,
     img_size: ImgSizeOption = None,
+    small_input: SmallInputOption = None,
     seed: SeedOption = 0,
 ) -> None:
     """Write a baseline initialization of ARCH (the paper's RAND INIT or ORTH INIT)."""
@@ -36,7 +38,7 @@ def init_command(
 
     if method not in INIT_METHODS:
         raise GhnorthError(f"unknown --method {method!r}; choose from {', '.join(INIT_METHODS)}")
-    spec = resolve_spec(arch, num_classes=num_classes, img_size=img_size)
+    spec = resolve_spec(arch, num_classes=num_classes, img_size=img_size, small_input=small_input)
     model = create_model(spec, seed=seed)
     changed = init_model_(model, method=method, generator=torch.Generator().manual_seed(seed))
     tensors, order = model_tensors(model)

@@ -84,7 +84,8 @@ def train_ghn_command(
     max_shape: Annotated[str, _opt("--max-shape", help="Largest tensor the GHN decodes before tiling "
                          "(out,in,h,w).", panel=_GHN)] = "64,64,7,7",
     device: Annotated[str, _opt("--device", help="auto (CUDA if available) | cpu | cuda[:N].", panel=_RUN)] = "auto",
-    amp: Annotated[bool, _opt("--amp/--no-amp", help="bf16 autocast on CUDA.", panel=_RUN)] = True,
+    amp: Annotated[Optional[bool], _opt("--amp/--no-amp", help="bf16 autocast (CUDA only; default on there).",
+                                        panel=_RUN)] = None,
     threads: Annotated[Optional[int], _opt("--threads", min=1, help="CPU threads for torch (1 is often fastest "
                        "for these small models on a busy machine).", panel=_RUN)] = None,
     save_every: Annotated[int, _opt("--save-every", min=1, help="Write the state and the GHN file every N "
