@@ -56,6 +56,11 @@ app = typer.Typer(
 )
 
 
+def _own_warnings_only(record: logging.LogRecord) -> bool:
+    """Under -q: errors from anyone, warnings only from ghnorth itself."""
+    return record.levelno >= logging.ERROR or record.name.split(".")[0] == "ghnorth_cli"
+
+
 def _version_callback(value: bool) -> None:
     if value:
         typer.echo(f"ghnorth {__version__}")
@@ -73,5 +78,7 @@ def _root(
 ) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
-    if quiet:  # libraries' warnings (torch, timm, ...) off stderr; ghnorth's own warnings are log records
+    if quiet:  # libraries' warnings (torch, timm, ...) off stderr: Python warnings and their log records
         warnings.simplefilter("ignore")
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_own_warnings_only)
