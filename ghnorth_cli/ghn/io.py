@@ -95,7 +95,8 @@ def _refusal(exc: Exception, name: str) -> str:
 
 def _not_a_ghn(obj: Any, name: str) -> str:
     if not isinstance(obj, dict):
-        return f"{name}: not a GHN checkpoint: it holds a {type(obj).__name__}, not a dict with 'state_dict' and 'config'"
+        return (f"{name}: not a GHN checkpoint: it holds a {type(obj).__name__}, not a dict with 'state_dict' "
+                "and 'config'")
     if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return (f"{name}: a bare state_dict of {len(obj)} tensors ({_some(obj)}) without a config; a GHN file "
                 "holds both: torch.save({'state_dict': ghn.state_dict(), 'config': config}, PATH)")
@@ -178,8 +179,8 @@ def build_ghn(ghn_file: GHNFile, *, name: str, device: torch.device | str = "cpu
     ghn = GHN2(ghn_file.config)
     missing, unexpected = _key_mismatch(ghn.state_dict(), ghn_file.state_dict)
     if missing or unexpected:
-        detail = "; ".join(f"{what} {_some(keys, 3)}" for what, keys in (("missing", missing), ("unexpected", unexpected))
-                           if keys)
+        pairs = (("missing", missing), ("unexpected", unexpected))
+        detail = "; ".join(f"{what} {_some(keys, 3)}" for what, keys in pairs if keys)
         raise GHNFileError(f"{name}: weights do not fit a GHN-2 with its config: {detail}")
     for key, value in ghn.state_dict().items():
         got = tuple(ghn_file.state_dict[key].shape)
