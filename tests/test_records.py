@@ -102,3 +102,14 @@ def test_older_records_of_googlenet_read_as_built():
     assert ModelSpec.from_dict(old).aux_logits is False  # what ghnorth always built
     other = {"source": "timm", "name": "resnet18", "num_classes": 10, "img_size": 32, "small_input": True}
     assert ModelSpec.from_dict(other).aux_logits is None and ModelSpec.from_dict(other).to_dict() == other
+
+
+def test_embed_takes_small_input_and_records_it(cli, tmp_path):
+    out = tmp_path / "e.json"
+    result = cli("-q", "embed", "--ghn", "ghn2-fmnist-tiny", "-a", TINY_ARCH, "--img-size", "32", "--no-small-input",
+                 "-o", out)
+    assert result.exit_code == 0, result.stderr
+    model = json.loads(out.read_text())["models"][0]
+    assert model["small_input"] is False and model["arch"] == TINY_ARCH
+    reread = cli("-q", "analyze", "--embeddings", out, "--json")  # the latent map still reads the file
+    assert reread.exit_code == 0, reread.stderr
