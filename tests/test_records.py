@@ -30,6 +30,7 @@ def test_a_cpu_finetuning_records_no_amp_and_no_channels_last(cli, fashion, tmp_
     result, metrics, ckpt = _finetune(cli, fashion, tmp_path)
     for config in (metrics["config"], ckpt.history[-1]["options"]):
         assert config["amp"] is False and config["channels_last"] is False and config["deterministic"] is True
+        assert config["device"] == "cpu"
     assert "CUDA only" not in result.stderr  # nothing was asked, so nothing to warn about
 
 
@@ -95,6 +96,7 @@ def test_googlenet_records_that_it_has_no_aux_heads(cli, tmp_path):
     ckpt = read_checkpoint(out)
     assert json.loads(ckpt.metadata["ghnorth.model"])["aux_logits"] is False
     assert ckpt.spec == spec
+    assert "aux_logits=False" in cli("info", out).stdout
 
 
 def test_older_records_of_googlenet_read_as_built():

@@ -68,9 +68,9 @@ class FinetuneConfig:
             raise GhnorthError("--save-model best needs a validation set (--val-size)")
 
     def effective(self, device_type: str) -> "FinetuneConfig":
-        """The settings a run on ``device_type`` uses (what its records say): amp and channels_last only
-        on CUDA, deterministic algorithms by default on the CPU. Asking for amp or channels_last where
-        they cannot apply logs a warning."""
+        """The settings a run on ``device_type`` uses (what its records say): the device ``auto`` chose,
+        amp and channels_last only on CUDA, deterministic algorithms by default on the CPU. Asking for
+        amp or channels_last where they cannot apply logs a warning."""
         import logging
 
         cuda = device_type == "cuda"
@@ -80,6 +80,7 @@ class FinetuneConfig:
                     "warning: --%s applies on CUDA only; this %s run goes without it", name.replace("_", "-"),
                     device_type)
         return self.replace(
+            device=device_type if self.device == "auto" else self.device,
             amp=cuda and self.amp is not False,
             channels_last=cuda and self.channels_last is not False,
             deterministic=device_type == "cpu" if self.deterministic is None else self.deterministic,
