@@ -43,7 +43,7 @@ def test_only_the_classes_the_ghn_knows_are_scored_with_its_output_index():
          ["classes 0-4", "none of the test classes 5-9", "--classes 0-4"]),
         (ClassifierClasses(10, "cifar10"), "fashion-mnist", tuple(range(10)), ["for cifar10, not fashion-mnist"]),
         (ClassifierClasses(1000, "imagenet"), "fashion-mnist", tuple(range(10)),
-         ["1000-class classifiers", "10 classes"]),
+         ["1000-class classifiers", "10 classes", "evaluate it on imagenet (--data imagefolder:PATH)"]),
         (ClassifierClasses(5), "fashion-mnist", tuple(range(10)), ["5-class classifiers", "10 classes"]),
     ],
 )
