@@ -18,42 +18,56 @@ _logger = logging.getLogger(__name__)
 
 SOURCES = ("timm", "torchvision")
 SMALL_INPUT_MAX = 32  # the reference adapts a model when its input is 32x32 or smaller
+# torchvision models built without their auxiliary classifiers (``aux_logits=False``).
+AUX_LOGITS_MODELS = frozenset({("torchvision", "googlenet"), ("torchvision", "inception_v3")})
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Everything needed to rebuild a model: where it comes from and what input it expects."""
+    """Everything needed to rebuild a model: where it comes from and what input it expects.
+
+    ``small_input`` says whether the stem *was* adapted to small images (False for a model that
+    no rule adapts, such as Swin, whatever was asked). ``aux_logits`` is the builder's
+    ``aux_logits`` argument for models that have one (GoogLeNet and Inception-v3 in torchvision,
+    built without their auxiliary heads), None for the others (and then left out of ``to_dict``).
+    """
 
     source: str
     name: str
     num_classes: int
     img_size: int
     small_input: bool
+    aux_logits: bool | None = None
 
     @property
     def arch(self) -> str:
         return f"{self.source}:{self.name}"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["aux_logits"] is None:
+            del data["aux_logits"]
+        return data
 
     @classmethod
     def from_dict(cls, data: Any) -> "ModelSpec":
         """Decode :meth:`to_dict` output, strictly: exact JSON types, sizes within :mod:`ghnorth_cli.limits`.
 
-        Raises :class:`ModelResolutionError` for a missing or unknown field, a wrong type (``"false"``
-        is not a bool, ``3.0`` not an int) or a value out of range.
+        ``aux_logits`` is optional (files written before it was recorded): absent, it takes the
+        builder's default for the model. Raises :class:`ModelResolutionError` for a missing or
+        unknown field, a wrong type (``"false"`` is not a bool, ``3.0`` not an int) or a value out of range.
         """
         from ghnorth_cli.limits import MAX_IMG_SIZE, MAX_NUM_CLASSES
 
         if not isinstance(data, dict):
             raise ModelResolutionError(f"invalid model spec {data!r}: not an object")
         fields = {"source": str, "name": str, "num_classes": int, "img_size": int, "small_input": bool}
-        unknown, missing = sorted(set(data) - set(fields)), sorted(set(fields) - set(data))
+        optional = {"aux_logits": bool}
+        unknown, missing = sorted(set(data) - set(fields) - set(optional)), sorted(set(fields) - set(data))
         if unknown or missing:
             raise ModelResolutionError(f"invalid model spec: missing {missing}, unknown {unknown}")
-        for key, kind in fields.items():
-            if type(data[key]) is not kind:
+        for key, kind in {**fields, **optional}.items():
+            if key in data and type(data[key]) is not kind:
                 raise ModelResolutionError(f"invalid model spec: {key} must be a JSON {kind.__name__}, "
                                            f"got {data[key]!r}")
         if data["source"] not in SOURCES or not data["name"]:
@@ -63,7 +77,9 @@ class ModelSpec:
                                        f"1..{MAX_NUM_CLASSES}")
         if not 8 <= data["img_size"] <= MAX_IMG_SIZE:
             raise ModelResolutionError(f"invalid model spec: img_size {data['img_size']} is not within 8..{MAX_IMG_SIZE}")
-        return cls(**data)
+        aux = data.get("aux_logits")
+        return cls(**{k: data[k] for k in fields},
+                   aux_logits=aux if aux is not None else _default_aux_logits(data["source"], data["name"]))
 
 
 @functools.lru_cache(maxsize=1)
@@ -122,6 +138,33 @@ def resolve_name(arch: str) -> tuple[str, str]:
     raise ModelResolutionError(f"unknown {where}architecture {name!r}{_suggest(name)}")
 
 
+def _default_aux_logits(source: str, name: str) -> bool | None:
+    """ghnorth builds GoogLeNet and Inception-v3 without auxiliary classifiers; other models have no such switch."""
+    return False if (source, name) in AUX_LOGITS_MODELS else None
+
+
+@functools.lru_cache(maxsize=None)
+def small_input_applies(source: str, name: str) -> bool:
+    """Whether :func:`adapt_small_input` has a rule for this model (built once on the meta device to see)."""
+    try:
+        default_classes, default_size = _default_io(source, name)
+        with torch.device("meta"):
+            model = _build(ModelSpec(source, name, default_classes, default_size, False,
+                                     _default_aux_logits(source, name)))
+    except Exception:  # a model that does not build here fails later, with its own message
+        return True
+    return any(isinstance(model, classes) for classes, _ in _small_input_rules())
+
+
+def effective_small_input(source: str, name: str, wanted: bool) -> bool:
+    """Whether the model will be adapted to small inputs: ``wanted`` and a rule exists (a warning if not)."""
+    if wanted and not small_input_applies(source, name):
+        _logger.warning("warning: %s:%s is not adapted for small inputs (no rule for it): it keeps its ImageNet "
+                        "stem, recorded as small_input false", source, name)
+        return False
+    return wanted
+
+
 def _default_io(source: str, name: str) -> tuple[int, int]:
     """The model's own (num_classes, img_size)."""
     if source == "timm":
@@ -141,7 +184,11 @@ def resolve_spec(
     img_size: int | None = None,
     small_input: bool | None = None,
 ) -> ModelSpec:
-    """Resolve an ``--arch`` value plus optional overrides to a :class:`ModelSpec`."""
+    """Resolve an ``--arch`` value plus optional overrides to a :class:`ModelSpec`.
+
+    ``small_input`` None means "adapt at 32 px or less"; it is recorded False for a model that no
+    rule adapts (a warning says so), so the spec tells what :func:`create_model` will build.
+    """
     source, name = resolve_name(arch)
     default_classes, default_size = _default_io(source, name)
     from ghnorth_cli.limits import MAX_IMG_SIZE, MAX_NUM_CLASSES
@@ -151,12 +198,14 @@ def resolve_spec(
     if img_size is not None and not 8 <= img_size <= MAX_IMG_SIZE:
         raise ModelResolutionError(f"--img-size must be within 8..{MAX_IMG_SIZE}, got {img_size}")
     size = img_size or default_size
+    wanted = size <= SMALL_INPUT_MAX if small_input is None else small_input
     return ModelSpec(
         source=source,
         name=name,
         num_classes=num_classes or default_classes,
         img_size=size,
-        small_input=size <= SMALL_INPUT_MAX if small_input is None else small_input,
+        small_input=effective_small_input(source, name, wanted),
+        aux_logits=_default_aux_logits(source, name),
     )
 
 
@@ -181,8 +230,8 @@ def _build(spec: ModelSpec, model_args: dict[str, Any]) -> nn.Module:
     kwargs = {"weights": None, "num_classes": spec.num_classes}
     if spec.img_size != 224 and spec.name.startswith("vit_"):
         kwargs["image_size"] = spec.img_size
-    if spec.name in ("inception_v3", "googlenet"):
-        kwargs["aux_logits"] = False
+    if (spec.source, spec.name) in AUX_LOGITS_MODELS:
+        kwargs["aux_logits"] = bool(spec.aux_logits)
         kwargs["init_weights"] = True
     kwargs.update(model_args)
     return builder(**kwargs)

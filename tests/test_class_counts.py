@@ -43,7 +43,7 @@ def test_only_the_classes_the_ghn_knows_are_scored_with_its_output_index():
          ["classes 0-4", "none of the test classes 5-9", "--classes 0-4"]),
         (ClassifierClasses(10, "cifar10"), "fashion-mnist", tuple(range(10)), ["for cifar10, not fashion-mnist"]),
         (ClassifierClasses(1000, "imagenet"), "fashion-mnist", tuple(range(10)),
-         ["1000-class classifiers", "10 classes"]),
+         ["1000-class classifiers", "10 classes", "evaluate it on imagenet (--data imagefolder:PATH)"]),
         (ClassifierClasses(5), "fashion-mnist", tuple(range(10)), ["5-class classifiers", "10 classes"]),
     ],
 )
@@ -184,3 +184,14 @@ def test_finetune_replaces_a_classifier_predicted_for_another_dataset(cli, fashi
     init = _checkpoint(tmp_path / "init2.safetensors", num_classes=3, history=history)
     _, metrics = _finetune(cli, fashion3, init, tmp_path / "out2.safetensors")
     assert metrics["init"]["classifier"] == "kept"
+
+
+def test_experiment_inits_record_the_dataset_of_a_predicted_classifier():
+    from ghnorth_cli.experiment.materialize import LoadedGhnPredictor
+
+    predictor = LoadedGhnPredictor()
+    five = create_model(resolve_spec(TINY_ARCH, num_classes=5, img_size=32))
+    assert predictor(five, ghn="ghn2-fmnist-tiny", img_size=32)["classifier_data"] == "fashion-mnist"
+    ten = create_model(resolve_spec(TINY_ARCH, num_classes=10, img_size=32))
+    info = predictor(ten, ghn="ghn2-fmnist-tiny", img_size=32)
+    assert not info["classifier_predicted"] and info["classifier_data"] is None

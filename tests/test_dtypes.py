@@ -160,3 +160,26 @@ def test_predict_with_a_half_precision_ghn(cli, tmp_path, dtype):
     result = cli("-q", "predict", "-a", ARCH, "--ghn", path, "--img-size", "16", "--num-classes", "10", "-o", out)
     assert result.exit_code == 0, result.stderr
     assert {t.dtype for t in read_checkpoint(out).tensors.values() if t.is_floating_point()} == {torch.float32}
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=_name)
+def test_embed_and_ghn_eval_with_a_half_precision_ghn(cli, tmp_path, dtype):
+    from finetune_helpers import make_fashion_dir
+    from ghn_helpers import tiny_ghn
+
+    from ghnorth_cli.ghn.io import ghn_bytes
+
+    ghn = tiny_ghn()
+    half, full = tmp_path / "half.safetensors", tmp_path / "full.safetensors"
+    half.write_bytes(ghn_bytes(ghn.config, {k: v.to(dtype) for k, v in ghn.state_dict().items()}))
+    full.write_bytes(ghn_bytes(ghn.config, {k: v.to(dtype).float() for k, v in ghn.state_dict().items()}))
+    embeddings = {}
+    for path in (half, full):
+        out = tmp_path / f"{path.stem}.json"
+        result = cli("-q", "embed", "--ghn", path, "-a", ARCH, "--img-size", "16", "-o", out)
+        assert result.exit_code == 0, result.stderr
+        embeddings[path] = json.loads(out.read_text())["models"][0]["embedding"]
+    assert embeddings[half] == embeddings[full]  # the GHN computes in float32 from the same values
+    data = make_fashion_dir(tmp_path / "fm", num_classes=10, train_per_class=1, test_per_class=1)
+    result = cli("-q", "ghn", "eval", half, "--data-dir", data, "--heldout", "1", "--json")
+    assert result.exit_code == 0, result.stderr

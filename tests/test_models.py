@@ -75,8 +75,10 @@ def test_other_families_are_adapted(arch, check):
 
 def test_unadaptable_model_warns(caplog):
     with caplog.at_level(logging.WARNING):
-        model = create_model(resolve_spec("timm:vit_tiny_patch16_224", num_classes=10, img_size=32), seed=0)
+        spec = resolve_spec("timm:vit_tiny_patch16_224", num_classes=10, img_size=32)
+        model = create_model(spec, seed=0)
     assert "not adapted for small inputs" in caplog.text
+    assert not spec.small_input  # the record says what was built
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
 
 

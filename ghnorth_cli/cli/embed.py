@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from ghnorth_cli.cli.app import app
-from ghnorth_cli.cli.options import GhnOption, ImgSizeOption, ThreadsOption, output_path
+from ghnorth_cli.cli.options import GhnOption, ImgSizeOption, SmallInputOption, ThreadsOption, output_path
 from ghnorth_cli.limits import MAX_NUM_CLASSES
 
 _logger = logging.getLogger(__name__)
@@ -103,15 +103,17 @@ def _embed_heldout(ghn, space_name: str, count: int, *, num_classes: int | None,
         yield embed_graph(ghn, graph, name=sample.label, shapes=shapes, info=info)
 
 
-def _embed_arch(ghn, arch: str, *, num_classes: int | None, img_size: int | None):
+def _embed_arch(ghn, arch: str, *, num_classes: int | None, img_size: int | None, small_input: bool | None = None):
     from ghnorth_cli.embedding import embed_graph
     from ghnorth_cli.models import create_model, resolve_spec
 
-    spec = resolve_spec(arch, num_classes=num_classes or ghn.config.num_classes, img_size=img_size)
+    spec = resolve_spec(arch, num_classes=num_classes or ghn.config.num_classes, img_size=img_size,
+                        small_input=small_input)
     model = create_model(spec, seed=0)
     graph = ghn.capture_graph(model, img_size=spec.img_size)
     shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
-    info = {"arch": spec.arch, "img_size": spec.img_size, "num_classes": spec.num_classes}
+    info = {"arch": spec.arch, "img_size": spec.img_size, "num_classes": spec.num_classes,
+            "small_input": spec.small_input}
     return embed_graph(ghn, graph, name=arch, shapes=shapes, info=info)
 
 
@@ -124,6 +126,7 @@ def embed_command(
     graphs: GraphFileOption = None,
     heldout: HeldoutOption = None,
     img_size: ImgSizeOption = None,
+    small_input: SmallInputOption = None,
     num_classes: EmbedClassesOption = None,
     threads: ThreadsOption = None,
 ) -> None:
@@ -146,7 +149,7 @@ def embed_command(
     ghn = load_pretrained(ghn_spec or DEFAULT_GHN)
     embeddings = []
     for arch in names:
-        embeddings.append(_embed_arch(ghn, arch, num_classes=num_classes, img_size=img_size))
+        embeddings.append(_embed_arch(ghn, arch, num_classes=num_classes, img_size=img_size, small_input=small_input))
         _logger.info("%s: %d nodes", arch, embeddings[-1].n_nodes)
     for path, graph in saved:
         if ghn.config.ve and len(graph.edges) and int(graph.edges[:, 2].max()) == 1 and graph.n_nodes > 2:

@@ -86,10 +86,10 @@ def finetune_command(
     save_model: Annotated[Optional[str], _opt("--save-model", help="Weights -o keeps: last | best (best "
                           "validation accuracy; needs --val-size).", panel=_TRAIN)] = None,
     device: Annotated[Optional[str], _opt("--device", parser=device_name, help="auto | cpu | cuda[:N].", panel=_SPEED)] = None,
-    amp: Annotated[Optional[bool], _opt("--amp/--no-amp", help="bf16 autocast on CUDA (default on).",
+    amp: Annotated[Optional[bool], _opt("--amp/--no-amp", help="bf16 autocast (CUDA only; default on there).",
                    panel=_SPEED)] = None,
     channels_last: Annotated[Optional[bool], _opt("--channels-last/--no-channels-last", help="channels_last "
-                             "memory format on CUDA (default on).", panel=_SPEED)] = None,
+                             "memory format (CUDA only; default on there).", panel=_SPEED)] = None,
     compile: Annotated[Optional[bool], _opt("--compile", help="torch.compile the model.", panel=_SPEED)] = None,
     deterministic: Annotated[Optional[bool], _opt("--deterministic/--no-deterministic", help="Deterministic "
                              "algorithms (default: on CPU only).", panel=_SPEED)] = None,

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from ghnorth_cli.cli.app import app
-from ghnorth_cli.cli.options import ArchOption, ImgSizeOption, NumClassesOption, ThreadsOption, output_path
+from ghnorth_cli.cli.options import (ArchOption, ImgSizeOption, NumClassesOption, SmallInputOption, ThreadsOption,
+                                      output_path)
 
 _logger = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ def graph_command(
     output: GraphOutputOption,
     fmt: FormatOption = None,
     img_size: ImgSizeOption = None,
+    small_input: SmallInputOption = None,
     num_classes: NumClassesOption = None,
     virtual_edges: VirtualEdgesOption = False,
     ve_cutoff: VeCutoffOption = 50,
@@ -58,7 +60,7 @@ def graph_command(
     if fmt is None and output != "-":
         graph_format(output)  # refuse an unknown suffix before any work
     check_writable(output)
-    spec = resolve_spec(arch, num_classes=num_classes, img_size=img_size)
+    spec = resolve_spec(arch, num_classes=num_classes, img_size=img_size, small_input=small_input)
     model = create_model(spec, seed=0)
     graph = capture_graph(model, img_size=spec.img_size, ve_cutoff=ve_cutoff)
     written = write_graph(graph, output, fmt=fmt, name=spec.arch, virtual_edges=virtual_edges, rows=rows,

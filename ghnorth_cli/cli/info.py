@@ -44,8 +44,9 @@ def _print_text(info: dict) -> None:
         echo(f"format          {info['format']} v{info['format_version']} (ghnorth {info['ghnorth_version']})")
     model = info["model"]
     if model:
+        aux = f"  aux_logits={model['aux_logits']}" if model.get("aux_logits") is not None else ""
         echo(f"model           {model['source']}:{model['name']}  classes={model['num_classes']}  "
-             f"img_size={model['img_size']}  small_input={model['small_input']}")
+             f"img_size={model['img_size']}  small_input={model['small_input']}{aux}")
     echo(f"tensors         {info['tensors']} ({info['numel']:,} values, {', '.join(info['dtypes'])})")
     echo(f"weight layers   {info['weight_layers']}")
     if info["nonfinite"]:

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from ghnorth_cli.cli.app import app
-from ghnorth_cli.cli.options import ArchOption, ImgSizeOption, NumClassesOption, OutputOption, SeedOption, ThreadsOption
+from ghnorth_cli.cli.options import (ArchOption, ImgSizeOption, NumClassesOption, OutputOption, SeedOption,
+                                     SmallInputOption, ThreadsOption)
 
 _logger = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ def init_command(
     ] = None,
     num_classes: NumClassesOption = None,
     img_size: ImgSizeOption = None,
+    small_input: SmallInputOption = None,
     seed: SeedOption = 0,
     threads: ThreadsOption = None,
 ) -> None:
@@ -50,7 +52,7 @@ def init_command(
     if (method == WEIGHT_SELECTION) != (teacher is not None):
         raise GhnorthError("--teacher goes with --method weight-selection, and it needs one")
     check_writable(output)  # before loading a teacher that may be large
-    spec = resolve_spec(arch, num_classes=num_classes, img_size=img_size)
+    spec = resolve_spec(arch, num_classes=num_classes, img_size=img_size, small_input=small_input)
     model = create_model(spec, seed=seed)
     options: dict = {"method": method, "arch": spec.arch}
     inputs, extra = {}, {}

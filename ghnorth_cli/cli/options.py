@@ -91,6 +91,11 @@ ImgSizeOption = Annotated[
     Optional[int],
     typer.Option("--img-size", min=8, max=MAX_IMG_SIZE, help="Input size in pixels (default: the model's own); 32 or less adapts the stem."),
 ]
+SmallInputOption = Annotated[
+    Optional[bool],
+    typer.Option("--small-input/--no-small-input", help="Adapt the stem to small images, as the reference does "
+                 "(default: when --img-size <= 32). Models that no rule adapts (e.g. Swin) are recorded unadapted."),
+]
 SeedOption = Annotated[int, typer.Option("--seed", parser=seed_value, metavar="INT",
                                          help="Seed for everything random in this step.")]
 OutputOption = Annotated[

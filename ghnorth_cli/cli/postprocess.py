@@ -54,7 +54,7 @@ NoiseLayersOption = Annotated[
 DtypeOption = Annotated[
     str,
     typer.Option("--dtype", metavar="keep|float32|float16|bfloat16|float64", help="dtype of the written "
-                 "floating tensors (keep: the input's). The work is always done in float32."),
+                 "floating tensors (keep: the input's). The work is done in float32 (float64 in float64)."),
 ]
 ReportOption = Annotated[
     Optional[Path], typer.Option("--report", metavar="FILE", callback=output_path, help="Also write the JSON report to FILE.")

@@ -18,6 +18,7 @@ from ghnorth_cli.cli.options import (
     NumClassesOption,
     OutputOption,
     SeedOption,
+    SmallInputOption,
     ThreadsOption,
     device_name,
 )
@@ -88,6 +89,7 @@ def predict_command(
     ghn: GhnOption = None,
     num_classes: NumClassesOption = None,
     img_size: ImgSizeOption = None,
+    small_input: SmallInputOption = None,
     device: DeviceOption = "cpu",
     classifier: ClassifierOption = "auto",
     seed: SeedOption = 0,
@@ -112,7 +114,7 @@ def predict_command(
         raise GhnorthError(f"unknown --classifier {classifier!r}; choose from {', '.join(CLASSIFIER_MODES)}")
     check_writable(output)
     torch_device = _device(device)
-    spec = resolve_spec(arch, num_classes=num_classes, img_size=img_size)
+    spec = resolve_spec(arch, num_classes=num_classes, img_size=img_size, small_input=small_input)
     network = load_pretrained(ghn or DEFAULT_GHN, device=str(torch_device))
     _warn_resolution(network, spec.img_size)
     model = create_model(spec, seed=seed)
@@ -138,7 +140,7 @@ def predict_command(
     entry = provenance(
         command="predict",
         options={"arch": spec.arch, "ghn": network.info.name, "classifier": classifier, "device": device,
-                 "img_size": spec.img_size, "num_classes": spec.num_classes},
+                 "img_size": spec.img_size, "num_classes": spec.num_classes, "small_input": spec.small_input},
         seed=seed, inputs={network.info.name: network.info.sha256}, unpredicted=result.unpredicted,
         classifier_predicted=result.classifier_predicted, classifier_data=trained_on,
     )

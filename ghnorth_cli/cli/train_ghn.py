@@ -107,7 +107,8 @@ def train_ghn_command(
     max_shape: Annotated[str, _opt("--max-shape", help="Largest tensor the GHN decodes before tiling "
                          "(out,in,h,w).", panel=_GHN)] = "64,64,7,7",
     device: Annotated[str, _opt("--device", parser=device_name, help="auto (CUDA if available) | cpu | cuda[:N].", panel=_RUN)] = "auto",
-    amp: Annotated[bool, _opt("--amp/--no-amp", help="bf16 autocast on CUDA.", panel=_RUN)] = True,
+    amp: Annotated[Optional[bool], _opt("--amp/--no-amp", help="bf16 autocast (CUDA only; default on there).",
+                                        panel=_RUN)] = None,
     threads: ThreadsOption = None,
     save_every: Annotated[int, _opt("--save-every", min=1, help="Write the state and the GHN file every N "
                           "steps.", panel=_RUN)] = 100,

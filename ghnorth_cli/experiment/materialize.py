@@ -22,7 +22,7 @@ from ghnorth_cli.experiment.initspec import InitSpec, OrthSettings
 log = logging.getLogger(__name__)
 
 # Class counts of the datasets fine-tuning knows, so the predicted classifier has the right shape
-# (fine-tuning replaces it anyway; None keeps the model's own).
+# (fine-tuning keeps it only when it fits the data; None keeps the model's own).
 KNOWN_CLASSES = {"cifar10": 10, "cifar100": 100, "fashion-mnist": 10}
 
 # Predicts the parameters of ``model`` in place with the GHN named ``ghn``; returns provenance.
@@ -52,8 +52,13 @@ class LoadedGhnPredictor:
 
         self.check(ghn)
         prediction = predict(model, self._ghns[ghn], img_size=img_size, inplace=True)
+        trained_on = None
+        if prediction.classifier_predicted:  # fine-tuning keeps it only where it was made for the data
+            from ghnorth_cli.ghn_training.evaluate import classifier_classes
+
+            trained_on = classifier_classes(ghn, num_classes=self._ghns[ghn].config.num_classes).data
         return {"predicted": len(prediction.params), "kept": prediction.kept,
-                "classifier_predicted": prediction.classifier_predicted}
+                "classifier_predicted": prediction.classifier_predicted, "classifier_data": trained_on}
 
 
 def init_key(init: InitSpec, *, arch: str, img_size: int, small_input: bool, seed: int, num_classes: int | None,

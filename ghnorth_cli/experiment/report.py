@@ -165,7 +165,10 @@ def build_report(folders: Iterable[str | Path], *, at: str = "final") -> Report:
     records, archs, inits = collect_runs(folders)
     datas = {json.dumps(r.data, sort_keys=True) for r in records}
     if len(datas) > 1:
-        raise GhnorthError(f"these runs used different data settings and cannot share a table: {sorted(datas)}")
+        shown = sorted(datas)
+        more = f" and {len(shown) - 2} more" if len(shown) > 2 else ""
+        raise GhnorthError(f"these runs used {len(shown)} different data settings and cannot share a table: "
+                           f"{' vs '.join(shown[:2])}{more}")
     groups: dict[tuple[str, str], list[RunRecord]] = {}
     for r in records:
         groups.setdefault((r.arch, r.init), []).append(r)

@@ -44,8 +44,8 @@ class FinetuneConfig:
     crop_padding: int = 4
     hflip: bool = True
     device: str = "auto"
-    amp: bool = True  # bf16 autocast on CUDA
-    channels_last: bool = True  # on CUDA
+    amp: bool | None = None  # bf16 autocast; None: on CUDA (a run records what it used)
+    channels_last: bool | None = None  # channels_last memory format; None: on CUDA
     compile: bool = False
     deterministic: bool | None = None  # None: on CPU only
     save_model: Literal["best", "last"] = "last"
@@ -79,6 +79,25 @@ class FinetuneConfig:
                                f"0..{MAX_CROP_PADDING}, got {self.label_smoothing} and {self.crop_padding}")
         if self.save_model == "best" and not self.val_size:
             raise GhnorthError("--save-model best needs a validation set (--val-size)")
+
+    def effective(self, device_type: str) -> "FinetuneConfig":
+        """The settings a run on ``device_type`` uses (what its records say): the device ``auto`` chose,
+        amp and channels_last only on CUDA, deterministic algorithms by default on the CPU. Asking for
+        amp or channels_last where they cannot apply logs a warning."""
+        import logging
+
+        cuda = device_type == "cuda"
+        for name in ("amp", "channels_last"):
+            if getattr(self, name) and not cuda:
+                logging.getLogger(__name__).warning(
+                    "warning: --%s applies on CUDA only; this %s run goes without it", name.replace("_", "-"),
+                    device_type)
+        return self.replace(
+            device=device_type if self.device == "auto" else self.device,
+            amp=cuda and self.amp is not False,
+            channels_last=cuda and self.channels_last is not False,
+            deterministic=device_type == "cpu" if self.deterministic is None else self.deterministic,
+        )
 
     def replace(self, **changes: Any) -> "FinetuneConfig":
         return dataclasses.replace(self, **changes)

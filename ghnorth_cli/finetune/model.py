@@ -12,7 +12,8 @@ from torch import nn
 
 from ghnorth_cli.errors import GhnorthError
 from ghnorth_cli.finetune.config import WEIGHT_SELECTION, FinetuneConfig
-from ghnorth_cli.models import ModelSpec, adapt_small_input, classifier_tensor_names, create_model, resolve_spec
+from ghnorth_cli.models import (ModelSpec, adapt_small_input, classifier_tensor_names, create_model,
+                                effective_small_input, resolve_spec)
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,8 @@ def _from_checkpoint(config: FinetuneConfig, num_classes: int, data_name: str | 
         base,
         num_classes=num_classes,
         img_size=config.img_size or base.img_size,
-        small_input=base.small_input if config.small_input is None else config.small_input,
+        small_input=effective_small_input(base.source, base.name, base.small_input if config.small_input is None
+                                          else config.small_input),
     )
     model = create_model(spec, seed=config.seed)
     loaded, replaced, decision, reason = _load_classifier_if_fits(

@@ -223,15 +223,15 @@ def finetune(
     wall_start = time.perf_counter()
     _check_outputs(config)
     device = resolve_device(config.device)
+    config = config.effective(device.type)  # records say what ran, not what was asked
     dataset = load_dataset(config.data, data_dir=config.data_dir, download=config.download,
                            img_size=config.img_size or DEFAULT_IMG_SIZE)
     splits = make_splits(dataset, labels_per_class=config.labels_per_class, val_size=config.val_size,
                          seed=config.data_seed, test_size=config.test_size)
     start = build_starting_model(config, num_classes=dataset.num_classes, data_name=dataset.name)
     log.info("%s", start.describe(config.init))
-    deterministic = device.type == "cpu" if config.deterministic is None else config.deterministic
     cuda_devices = [device.index or 0] if device.type == "cuda" else []
-    with _deterministic(deterministic), torch.random.fork_rng(devices=cuda_devices), \
+    with _deterministic(config.deterministic), torch.random.fork_rng(devices=cuda_devices), \
             _scalar_log(config.tensorboard) as scalars:
         torch.manual_seed(config.seed)
         trainer = Trainer(start.model, config=config, train=splits.train, mean=dataset.mean, std=dataset.std,

@@ -59,8 +59,8 @@ class Trainer:
         self.config, self.device, self.img_size = config, device, img_size
         self.mean, self.std = mean, std
         cuda = device.type == "cuda"
-        self.autocast = cuda and config.amp
-        self.channels_last = cuda and config.channels_last
+        self.autocast = cuda and config.amp is not False
+        self.channels_last = cuda and config.channels_last is not False
         self.model = model.to(device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)

@@ -24,7 +24,7 @@ from typing import IO, Any
 import torch
 
 from ghnorth_cli._version import __version__
-from ghnorth_cli.errors import GhnorthError, unpickling_refusal
+from ghnorth_cli.errors import GhnorthError
 from ghnorth_cli.ghn.config import GHNConfig, GHNConfigError
 from ghnorth_cli.limits import MAX_STREAM_BYTES
 from ghnorth_cli.metadata import decode_metadata, header_size, parse_header, read_safetensors
@@ -96,20 +96,62 @@ def _sha256_from_start(f: IO[bytes]) -> str:
     return digest.hexdigest()
 
 
+KEYS_SHOWN = 5  # names listed in an error before "... (N in all)"
+
+
+def _some(names, shown: int = KEYS_SHOWN) -> str:
+    """The first ``shown`` of ``names``, and how many there are in all."""
+    names = list(names)
+    head = ", ".join(map(str, names[:shown]))
+    return head if len(names) <= shown else f"{head}, ... ({len(names)} in all)"
+
+
+def _resave(name: str) -> str:
+    """One line of Python that keeps only what a GHN file holds: the weights and the config."""
+    return (f"python -c \"import torch; d = torch.load('{name}', weights_only=False); torch.save({{k: d[k] for k "
+            f"in ('state_dict', 'config')}}, '{Path(name).stem}-ghn.pt')\"")
+
+
+def _refusal(exc: Exception, name: str) -> str:
+    """Why torch.load(weights_only=True) refused ``name``, and what to do (never torch's allowlisting advice)."""
+    import re
+
+    found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    if found is None and "Unsupported operand" in str(exc):
+        return (f"{name}: refusing to load: an old torch.save format (pickle protocol > 2) that safe loading "
+                f"cannot read. If you trust the file, re-save it: {_resave(name)}")
+    what = found.group(1) if found else "objects other than tensors"
+    return (f"{name}: refusing to load: it holds {what} besides the GHN, and ghnorth never unpickles that. If "
+            f"you trust the file, keep just the weights and config: {_resave(name)}")
+
+
+def _not_a_ghn(obj: Any, name: str) -> str:
+    if not isinstance(obj, dict):
+        return (f"{name}: not a GHN checkpoint: it holds a {type(obj).__name__}, not a dict with 'state_dict' "
+                "and 'config'")
+    if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return (f"{name}: a bare state_dict of {len(obj)} tensors ({_some(obj)}) without a config; a GHN file "
+                "holds both: torch.save({'state_dict': ghn.state_dict(), 'config': config}, PATH)")
+    return f"{name}: not a GHN checkpoint: expected 'state_dict' and 'config', found {_some(sorted(map(str, obj)))}"
+
+
 def _read_released(data: bytes, name: str) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
     import io
+    import warnings
 
     if not _looks_like_torch_save(data):
         raise GHNFileError(f"{name}: not a GHN file (neither safetensors nor torch.save output)")
     try:
-        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols of legacy files; not the user's concern
+            warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
+            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise GHNFileError(f"{name}: refusing to load: {unpickling_refusal(exc)}") from None
+        raise GHNFileError(_refusal(exc, name)) from None
     except Exception as exc:  # torch raises several types for damaged files
-        raise GHNFileError(f"{name}: unreadable torch.save file: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GHNFileError(f"{name}: unreadable torch.save file: {first}") from None
     if not isinstance(obj, dict) or "state_dict" not in obj or "config" not in obj:
-        keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
-        raise GHNFileError(f"{name}: not a GHN checkpoint: expected 'state_dict' and 'config', found {keys}")
+        raise GHNFileError(_not_a_ghn(obj, name))
     config, state = obj["config"], obj["state_dict"]
     if not isinstance(config, dict) or not isinstance(state, dict):
         raise GHNFileError(f"{name}: not a GHN checkpoint: 'config' and 'state_dict' must be dictionaries")

@@ -303,8 +303,10 @@ def load_pretrained(spec: str | None = None, *, device: str = "cpu",
     resolved = resolve_ghn(spec, registry=registry, progress=progress)
     ghn_file = read_ghn_file(resolved.path)
     if resolved.entry is not None and ghn_file.config != resolved.entry.config:
-        raise GHNFileError(f"{resolved.path}: its config {ghn_file.config.to_dict()} differs from the "
-                           f"registry's for {resolved.name}; delete the file to download it again")
+        found, expected = ghn_file.config.to_dict(), resolved.entry.config.to_dict()
+        key = next(k for k in sorted(set(found) | set(expected)) if found.get(k) != expected.get(k))
+        raise GHNFileError(f"{resolved.path}: its config differs from the registry's for {resolved.name} ({key} "
+                           f"{found.get(key)!r}, expected {expected.get(key)!r}); delete the file to download it again")
     return build_ghn(ghn_file, name=resolved.name, device=device)
 
 

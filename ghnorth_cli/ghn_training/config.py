@@ -42,7 +42,7 @@ class GHNTrainConfig:
     max_shape: tuple[int, int, int, int] = (64, 64, 7, 7)
     virtual_edges: bool = True
     device: str = "auto"
-    amp: bool = True
+    amp: bool | None = None  # bf16 autocast; None: on CUDA (the run records what it used)
     save_every: int = 100
     log_every: int = 10
     log: str | None = None

@@ -94,9 +94,11 @@ def align_test_classes(test: Split, *, data: str, classes: tuple[int, ...], ghn:
     known = ghn.classes if ghn.classes is not None else (tuple(range(ghn.num_classes)) if known_data else None)
     if known is None or not known_data and ghn.data != data:
         if ghn.num_classes != len(classes):
+            where = ghn.data if ghn.data in BUILTIN_DATA else "imagefolder:PATH"
+            hint = (f"evaluate it on {ghn.data} (--data {where})" if ghn.data is not None
+                    else f"pass --classes with the {ghn.num_classes} classes it was trained on")
             raise ClassMismatchError(f"{name} predicts {ghn.num_classes}-class classifiers, the test set has "
-                                     f"{len(classes)} classes: its accuracy would be meaningless; pass --classes "
-                                     f"with the {ghn.num_classes} classes it was trained on")
+                                     f"{len(classes)} classes: its accuracy would be meaningless; {hint}")
         return test, tuple(classes), False
     shared = tuple(c for c in classes if c in known)
     if not shared:

@@ -109,7 +109,7 @@ def arch_loss(ghn: GHN2, sample: ArchSample, x: torch.Tensor, y: torch.Tensor, *
     model.requires_grad_(False).train()
     graph = capture_graph(model, img_size=config.img_size, ve_cutoff=ghn.config.ve_cutoff)
     model.to(x.device, memory_format=torch.channels_last if x.device.type == "cuda" else torch.preserve_format)
-    use_bf16 = config.amp and x.device.type == "cuda"
+    use_bf16 = config.amp is not False and x.device.type == "cuda"
     with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=use_bf16):
         params = predict_tensors(ghn, graph, parameter_shapes(model))
         logits = torch.func.functional_call(model, params, (x,), strict=False)

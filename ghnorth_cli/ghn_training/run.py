@@ -79,7 +79,7 @@ def training_metadata(config: GHNTrainConfig, task: TaskData, state: RunState, d
         "train_images": len(task.train), "seconds": round(state.seconds, 1),
         "last_loss": state.history[-1]["loss"] if state.history else None,
         "world_size": dist.world_size, "meta_batch_per_rank": share_sizes(config.meta_batch, dist.world_size),
-        "machine": machine_info(device),
+        "machine": machine_info(device), "amp": bool(config.amp), "channels_last": device.type == "cuda",
     }
 
 
@@ -139,6 +139,9 @@ def train_ghn(config: GHNTrainConfig, *, resume: bool = False, on_step: StepCall
     _check_output(config, resume=resume)
     task = task or load_task(config.data, data_dir=config.data_dir, classes=config.classes, img_size=config.img_size)
     device = resolve_device(dist.device(config.device))
+    if config.amp and device.type != "cuda":
+        log.warning("warning: --amp applies on CUDA only; this %s run goes without it", device.type)
+    config = config.replace(amp=device.type == "cuda" and config.amp is not False)  # recorded as used
     ghn = new_ghn(ghn_config_for(config, num_classes=task.num_classes), seed=config.seed).to(device)
     optimizer = torch.optim.AdamW(ghn.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     gens = Generators.seeded(config.seed)
