@@ -38,11 +38,9 @@ class HubFile:
 
     @property
     def url(self) -> str:
+        """The file's direct download URL."""
         return f"{HUB_URL}/{self.repo_id}/resolve/{self.revision}/{self.filename}"
 
-    @property
-    def page(self) -> str:
-        return f"{HUB_URL}/{self.repo_id}/blob/{self.revision}/{self.filename}"
 
 
 def hf_offline() -> bool:
