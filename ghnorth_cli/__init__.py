@@ -1,4 +1,4 @@
-"""ghnorth: Graph HyperNetwork initialization (GHN-2, GHN-orth) as reproducible safetensors checkpoints."""
+"""ghnorth: Graph HyperNetwork initialization (GHN-2, GHN-3, GHN-orth) as reproducible safetensors checkpoints."""
 
 from ghnorth_cli._version import __version__
 

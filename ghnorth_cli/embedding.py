@@ -1,4 +1,4 @@
-"""One latent vector per architecture from a GHN-2: its node embeddings after propagation, pooled.
+"""One latent vector per architecture from a GHN (GHN-2 or GHN-3): its node embeddings after propagation, pooled.
 
 The GHN-2 paper (and the GHN-orth paper's Figure 4, which places ResNet-50 and ConvNeXt in this
 space) takes the node embeddings after the last graph propagation step and the final layer norm,
@@ -23,7 +23,7 @@ from ghnorth_cli.graph.types import ModelGraph
 _logger = logging.getLogger(__name__)
 
 EMBEDDINGS_FORMAT = "ghnorth.embeddings"
-POOLING = "mean over all graph nodes of the GHN-2 node embeddings after the last propagation step and layer norm"
+POOLING = "mean over all graph nodes of the GHN node embeddings after the last propagation step and layer norm"
 
 
 @dataclass(frozen=True)

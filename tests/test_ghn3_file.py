@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import collections
+import hashlib
 import io
 import json
 import os
 import pathlib
 import pickle
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
 from ghnorth_cli.ghn.config import GHNConfig, GHNConfigError
-from ghnorth_cli.ghn.ghn3_file import ghn3_tensor_shapes, infer_ghn3_config
-from ghnorth_cli.ghn.io import GHNFileError, convert_ghn, read_ghn_file
+from ghnorth_cli.ghn.ghn3_file import infer_ghn3_config
+from ghnorth_cli.ghn.io import GHNFileError, convert_ghn, ghn_tensor_shapes, read_ghn_file
 from ghnorth_cli.ghn.safe_pickle import LEGACY_MAGIC, UnsafePickleError, load_state_dict_pickle
 
 GHN3_DIR = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ghn3-parity"
@@ -32,7 +34,7 @@ def ghn3_dir() -> Path:
 
 def random_state(config: GHNConfig, *, seed: int = 0) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
-    return {name: torch.randn(shape, generator=gen) for name, shape in ghn3_tensor_shapes(config).items()}
+    return {name: torch.randn(shape, generator=gen) for name, shape in ghn_tensor_shapes(config).items()}
 
 
 def write_joblib_like(path: Path, state: dict[str, torch.Tensor]) -> Path:
@@ -82,12 +84,12 @@ def test_reads_the_released_fixture(ghn3_dir: Path) -> None:
 
 
 def test_layout_of_every_released_size() -> None:
-    """Parameter counts of the four released files (the fixture README's table) follow from the layout."""
+    """The network each released config builds has the released files' parameter counts (fixture README)."""
     counts = {64: 6_906_632, 128: 35_810_368, 256: 214_668_960, 384: 654_365_184}
     for hid, layers in ((64, 3), (128, 5), (256, 12), (384, 24)):
         cfg = GHNConfig(max_shape=(hid, hid, 16, 16), num_classes=1000, hid=hid, hypernet="transformer",
                         weight_norm=True, ve=True, layernorm=True, layers=layers, heads=16 if hid > 64 else 8)
-        total = sum(torch.Size(s).numel() for s in ghn3_tensor_shapes(cfg).values())
+        total = sum(torch.Size(s).numel() for s in ghn_tensor_shapes(cfg).values())
         assert total == counts[hid], hid
 
 
@@ -163,15 +165,20 @@ def test_malicious_storage_record_runs_nothing(tmp_path: Path, after_header: boo
     assert not marker.exists()
 
 
-def test_out_of_bounds_tensor_is_refused() -> None:
+@pytest.mark.parametrize("offset, size, stride, message", [
+    (2, (3,), (1,), "reaches past its storage"),
+    (0, (100_000, 100_000), (0, 0), "more elements than its storage"),
+])
+def test_tensors_outside_their_storage_are_refused(offset, size, stride, message) -> None:
     class _Tensor:
         def __reduce__(self):
-            with pytest.warns(UserWarning, match="TypedStorage"):
+            with warnings.catch_warnings():  # torch warns (once) that TypedStorage is deprecated
+                warnings.simplefilter("ignore")
                 storage = torch.ones(4).storage()  # what torch pickles tensors with
-            return (torch._utils._rebuild_tensor_v2, (storage, 2, (3,), (1,), False, collections.OrderedDict()))
+            return (torch._utils._rebuild_tensor_v2, (storage, offset, size, stride, False, collections.OrderedDict()))
 
     data = pickle.dumps(collections.OrderedDict({"w": _Tensor()}), protocol=4)
-    with pytest.raises(UnsafePickleError, match="reaches past its storage"):
+    with pytest.raises(UnsafePickleError, match=message):
         load_state_dict_pickle(io.BytesIO(data))
 
 
@@ -202,3 +209,46 @@ def test_convert_writes_the_ghnorth_format(tmp_path: Path) -> None:
     assert b.format == "safetensors" and b.config == a.config == SMALL
     assert b.meta["sha256"] == a.sha256 and b.meta["format"] == "joblib"
     assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol 3")  # torch's note on the protocol-3 case
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_legacy_torch_save_still_goes_to_torch(tmp_path: Path, protocol: int) -> None:
+    """A GHN-2 saved in torch's legacy format (any pickle protocol) is read by torch.load(weights_only=True)."""
+    from ghn_helpers import TINY_CONFIG, tiny_ghn
+
+    path = tmp_path / "legacy.pt"
+    torch.save({"state_dict": tiny_ghn().state_dict(), "config": TINY_CONFIG.to_dict()}, path,
+               _use_new_zipfile_serialization=False, pickle_protocol=protocol)
+    ghn_file = read_ghn_file(path)
+    assert ghn_file.format == "released" and ghn_file.config == TINY_CONFIG
+
+
+def test_reads_from_a_pipe(tmp_path: Path) -> None:
+    """A GHN-3 pickle from a FIFO (e.g. process substitution) is read once, in memory."""
+    import threading
+
+    data = pickle.dumps(collections.OrderedDict(random_state(SMALL)), protocol=4)
+    fifo = tmp_path / "ghn.fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_bytes, args=(data,))
+    writer.start()
+    try:
+        ghn_file = read_ghn_file(fifo)
+    finally:
+        writer.join(timeout=30)
+    assert ghn_file.config == SMALL and ghn_file.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_safetensors_whose_header_size_starts_like_a_pickle(tmp_path: Path) -> None:
+    """A safetensors header of 128 + 256 k bytes makes the file's first byte 0x80, as a pickle's is."""
+    from ghnorth_cli.ghn.io import ghn_bytes
+
+    for pad in range(0, 256, 8):
+        data = ghn_bytes(SMALL, random_state(SMALL), source={"pad": "x" * pad})
+        if data[0] == 0x80:
+            break
+    assert data[0] == 0x80
+    path = tmp_path / "g.safetensors"
+    path.write_bytes(data)
+    assert read_ghn_file(path).format == "safetensors"

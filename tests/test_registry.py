@@ -76,7 +76,8 @@ def test_git_blob_id(tmp_path: Path) -> None:
 
 
 def test_registry_entries_are_explicit() -> None:
-    assert set(REGISTRY) == {"ghn2-imagenet", "ghn2-cifar10", "ghn2-fmnist-tiny"}
+    assert set(REGISTRY) == {"ghn2-imagenet", "ghn2-cifar10", "ghn2-fmnist-tiny", "ghn3-t", "ghn3-s", "ghn3-l",
+                             "ghn3-xl"}  # GHN-3 entries: tests/test_ghn3_hub.py
     imagenet, cifar = REGISTRY["ghn2-imagenet"], REGISTRY["ghn2-cifar10"]
     assert imagenet.url.endswith("/4673a42507a9dcd0a5ae04e74599e8c92af689b9/checkpoints/ghn2_imagenet.pt")
     assert imagenet.git_blob_id == "7b5d6733e9fdf0069bc6186cad3a0b1b54fda68d"

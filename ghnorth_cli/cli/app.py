@@ -51,7 +51,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
-    help="Graph HyperNetwork (GHN-2) initialization with GHN-orth post-processing, as safetensors checkpoints.",
+    help="Graph HyperNetwork (GHN-2, GHN-3) initialization with GHN-orth post-processing, as safetensors checkpoints.",
 )
 
 

@@ -1,4 +1,4 @@
-"""``ghnorth embed``: one latent vector per architecture from a GHN-2 (mean of its node embeddings)."""
+"""``ghnorth embed``: one latent vector per architecture from a GHN (mean of its node embeddings)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,10 @@ from typing import Annotated, Optional
 import typer
 
 from ghnorth_cli.cli.app import app
-from ghnorth_cli.cli.options import ImgSizeOption
+from ghnorth_cli.cli.options import GhnOption, ImgSizeOption
 
 _logger = logging.getLogger(__name__)
 
-GhnOption = Annotated[
-    Optional[str], typer.Option("--ghn", "-g", help="GHN: a known name (see `ghnorth ghn list`; default "
-                                "ghn2-imagenet), a local .pt/.safetensors file or an http(s) URL.")
-]
 ArchsOption = Annotated[Optional[list[str]], typer.Option("--arch", "-a", help="Model to embed (repeat for several).")]
 ArchFileOption = Annotated[
     Optional[Path], typer.Option("--arch-file", metavar="FILE", help="Text file with one --arch value per line "

@@ -24,7 +24,8 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
 
 @ghn_app.command("eval")
 def eval_command(
-    ghn: Annotated[str, typer.Argument(help="GHN: a known name (e.g. ghn2-fmnist-tiny) or a GHN file.")],
+    ghn: Annotated[str, typer.Argument(help="GHN-2 or GHN-3: a known name (e.g. ghn2-fmnist-tiny, ghn3-t) "
+                                    "or a GHN file.")],
     arch: Annotated[Optional[list[str]], typer.Option("--arch", "-a", help="Also evaluate this timm or torchvision "
                     "model (repeatable); adapted to small inputs at 32 px or less.")] = None,
     heldout: Annotated[Optional[int], typer.Option("--heldout", min=0, help="Evaluate the first N held-out "

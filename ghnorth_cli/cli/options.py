@@ -29,3 +29,9 @@ OutputOption = Annotated[
 InputArgument = Annotated[str, typer.Argument(help="Input checkpoint (.safetensors); '-' reads stdin.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 PathOption = Optional[Path]
+GhnOption = Annotated[
+    Optional[str],
+    typer.Option("--ghn", "-g", help="GHN-2 or GHN-3: a known name (see `ghnorth ghn list`; default ghn2-imagenet; "
+                 "e.g. ghn3-xl), a local file (a released .pt, read without running any code from it, or a "
+                 "ghnorth .safetensors) or an http(s) URL."),
+]

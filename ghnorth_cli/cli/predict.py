@@ -1,10 +1,10 @@
-"""``ghnorth predict``: a model's parameters predicted by a GHN-2, as a checkpoint."""
+"""``ghnorth predict``: a model's parameters predicted by a GHN (GHN-2 or GHN-3), as a checkpoint."""
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -12,6 +12,7 @@ from ghnorth_cli.cli.app import app
 from ghnorth_cli.files import check_writable
 from ghnorth_cli.cli.options import (
     ArchOption,
+    GhnOption,
     ImgSizeOption,
     JsonOption,
     NumClassesOption,
@@ -24,11 +25,6 @@ _logger = logging.getLogger(__name__)
 BUFFERS_NOTE = ("buffers (batch-norm running statistics) are not predicted: they keep the model's init; "
                 "evaluate in training mode or recompute them on data")
 
-GhnOption = Annotated[
-    Optional[str],
-    typer.Option("--ghn", "-g", help="GHN: a known name (see `ghnorth ghn list`; default ghn2-imagenet), "
-                 "a local .pt/.safetensors file or an http(s) URL."),
-]
 ClassifierOption = Annotated[
     str,
     typer.Option("--classifier", help="auto: predict the classification layer only when the GHN has as many "
@@ -96,9 +92,9 @@ def predict_command(
     report: ReportOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Predict ARCH's parameters with a GHN-2 and write them as a checkpoint.
+    """Predict ARCH's parameters with a GHN (GHN-2 or GHN-3) and write them as a checkpoint.
 
-    Parameters the GHN-2 cannot predict keep the model's own (seeded) init and are listed on
+    Parameters the GHN cannot predict keep the model's own (seeded) init and are listed on
     stderr and in the checkpoint's metadata. --json prints the coverage report as JSON.
     """
     from ghnorth_cli.checkpoint import provenance, write_checkpoint

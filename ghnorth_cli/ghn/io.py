@@ -12,13 +12,14 @@ header metadata under ``ghnorth.ghn.config`` (``format`` = ``ghnorth.ghn``).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import pickle
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -61,32 +62,36 @@ def _looks_like_torch_save(data: bytes) -> bool:
 
 
 def _is_plain_pickle(head: bytes) -> bool:
-    """A pickle stream (protocol 2+) that is not a legacy ``torch.save`` (which opens with its magic number)."""
+    """A pickle stream (protocol 2+) that is not a legacy ``torch.save`` (whose first pickle is its magic
+    number, after at most a protocol-4+ frame header)."""
     from ghnorth_cli.ghn.safe_pickle import LEGACY_MAGIC
 
-    legacy_torch = b"\x80\x02\x8a\x0a" + LEGACY_MAGIC.to_bytes(10, "little")
-    return head[:1] == b"\x80" and not head.startswith(legacy_torch)
+    legacy_torch = b"\x8a\x0a" + LEGACY_MAGIC.to_bytes(10, "little")
+    safetensors_header = head[8:9] == b"{"  # a header size whose low byte is 0x80 starts like a pickle
+    return head[:1] == b"\x80" and not safetensors_header and legacy_torch not in head[:32]
 
 
-def _read_ghn3_pickle(path: Path) -> GHNFile:
-    """A released GHN-3 (``joblib.dump`` of its state dict), streamed from disk and unpickled safely."""
+def _read_ghn3_pickle(stream: IO[bytes], *, name: Path, sha256: str) -> GHNFile:
+    """A released GHN-3 (``joblib.dump`` of its state dict), unpickled safely from ``stream``."""
     from ghnorth_cli.ghn.ghn3_file import infer_ghn3_config
     from ghnorth_cli.ghn.safe_pickle import UnsafePickleError, load_state_dict_pickle
 
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-        f.seek(0)
-        try:
-            state = load_state_dict_pickle(f)
-        except UnsafePickleError as exc:
-            raise GHNFileError(f"{path}: {exc}") from None
     try:
+        state = load_state_dict_pickle(stream)
         config = infer_ghn3_config(state)
-    except GHNConfigError as exc:
-        raise GHNFileError(f"{path}: {exc}") from None
-    return GHNFile(config=config, state_dict=state, sha256=digest.hexdigest(), format="joblib")
+    except (UnsafePickleError, GHNConfigError) as exc:
+        raise GHNFileError(f"{name}: {exc}") from None
+    return GHNFile(config=config, state_dict=state, sha256=sha256, format="joblib")
+
+
+def _sha256_from_start(f: IO[bytes]) -> str:
+    """sha256 of a seekable file's whole content, read in chunks; leaves it at the start."""
+    digest = hashlib.sha256()
+    f.seek(0)
+    for chunk in iter(lambda: f.read(1 << 22), b""):
+        digest.update(chunk)
+    f.seek(0)
+    return digest.hexdigest()
 
 
 def _read_released(data: bytes, name: str) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
@@ -139,9 +144,12 @@ def read_ghn_file(path: str | Path) -> GHNFile:
     p = Path(path)
     try:
         with p.open("rb") as f:
-            if _is_plain_pickle(f.read(16)):
-                return _read_ghn3_pickle(p)
-        data = p.read_bytes()
+            head = f.read(32)
+            if _is_plain_pickle(head) and p.is_file():  # streamed: the file may be gigabytes
+                return _read_ghn3_pickle(f, name=p, sha256=_sha256_from_start(f))
+            data = head + f.read()  # also a pipe or device, read once
+        if _is_plain_pickle(data):
+            return _read_ghn3_pickle(io.BytesIO(data), name=p, sha256=hashlib.sha256(data).hexdigest())
     except FileNotFoundError:
         raise GHNFileError(f"{p}: no such GHN file") from None
     except IsADirectoryError:
@@ -174,6 +182,13 @@ def new_ghn(config: GHNConfig):
     from ghnorth_cli.ghn.network import GHN2
 
     return GHN2(config)
+
+
+def ghn_tensor_shapes(config: GHNConfig) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor in the state dict of a GHN with ``config`` (nothing allocated)."""
+    with torch.device("meta"):
+        network = new_ghn(config)
+    return {name: tuple(t.shape) for name, t in network.state_dict().items()}
 
 
 def build_ghn(ghn_file: GHNFile, *, name: str, device: torch.device | str = "cpu"):
@@ -218,17 +233,38 @@ def ghn_bytes(config: GHNConfig, state_dict: dict[str, torch.Tensor], *, source:
         CONFIG_KEY: json.dumps(config.to_dict(), sort_keys=True),
         SOURCE_KEY: json.dumps(source or {}, sort_keys=True),
     }
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in sorted(state_dict.items())}
+    seen: set[int] = set()
+    tensors = {k: _standalone(v, seen) for k, v in sorted(state_dict.items())}
     return save_safetensors(tensors, metadata=metadata)
 
 
-def convert_ghn(src: str | Path, dst: str | Path) -> GHNFile:
-    """Convert a GHN file (normally a released ``.pt``) to ghnorth's safetensors format, atomically."""
+def _standalone(t: torch.Tensor, seen: set[int]) -> torch.Tensor:
+    """``t`` on the CPU as a tensor that owns its whole storage (safetensors refuses shared ones);
+    copied only when it does not already (a GHN-3 the size of GHN-3-XL is 2.6 GB per copy)."""
+    t = t.detach().to("cpu").contiguous()
+    owns = t.storage_offset() == 0 and t.untyped_storage().nbytes() == t.numel() * t.element_size()
+    if not owns or t.untyped_storage().data_ptr() in seen:
+        t = t.clone()
+    seen.add(t.untyped_storage().data_ptr())
+    return t
+
+
+def convert_ghn(src: str | Path, dst: str | Path, *, config: GHNConfig | None = None,
+                source: dict[str, Any] | None = None) -> GHNFile:
+    """Convert a GHN file (normally a released ``.pt``) to ghnorth's safetensors format, atomically.
+
+    ``config``, if given, is the config the file must have (a registry entry's); ``source`` adds
+    provenance (e.g. the Hub revision) to the recorded file name, sha256 and format.
+    Raises :class:`GHNFileError` before writing anything when the file is unsafe or does not fit.
+    """
     from ghnorth_cli.checkpoint import write_bytes_atomic
 
     ghn_file = read_ghn_file(src)
+    if config is not None and ghn_file.config != config:
+        raise GHNFileError(f"{src}: its config {ghn_file.config.to_dict()} is not the expected {config.to_dict()}")
     if not ghn_file.config.is_ghn3:  # a GHN-3's tensors were checked against its config when read
         build_ghn(ghn_file, name=str(src))  # the weights must fit the config before we write anything
-    source = {"file": Path(src).name, "sha256": ghn_file.sha256, "format": ghn_file.format, **ghn_file.meta}
-    write_bytes_atomic(dst, ghn_bytes(ghn_file.config, ghn_file.state_dict, source=source))
+    provenance = {"file": Path(src).name, "sha256": ghn_file.sha256, "format": ghn_file.format, **ghn_file.meta,
+                  **(source or {})}
+    write_bytes_atomic(dst, ghn_bytes(ghn_file.config, ghn_file.state_dict, source=provenance))
     return ghn_file

@@ -71,7 +71,8 @@ def predict(model: nn.Module, ghn: GraphHyperNetwork | str | Path | None = None,
             classifier: ClassifierMode = "auto", graph: ModelGraph | None = None, inplace: bool = False,
             device: torch.device | str | None = None, threads: int | None = 1,
             generator: torch.Generator | None = None) -> Prediction:
-    """Predict ``model``'s parameters with a GHN-2 or GHN-3 (an instance, registry name, path or URL).
+    """Predict ``model``'s parameters with a GHN-2 or GHN-3 (an instance, registry name, path or URL;
+    the family comes from the file).
 
     ``graph`` defaults to the model's captured graph at ``img_size``. With ``inplace`` the
     predictions are written straight into the model's parameters (no extra copy) and

@@ -1,9 +1,12 @@
 """Known GHNs and the local cache: a typed entry per released GHN, resolved to a file on disk.
 
-``--ghn`` takes a registry name (downloaded once into the cache and verified by its git blob
-id), a local file, or an http(s) URL (downloaded into the cache). The cache lives in
-``$GHNORTH_HOME`` or else ``$XDG_CACHE_HOME/ghnorth`` (default ``~/.cache/ghnorth``).
-``GHNORTH_OFFLINE=1`` forbids downloads.
+``--ghn`` takes a registry name, a local file, or an http(s) URL (downloaded into the cache).
+GHN-2 entries are downloaded once into the cache and verified by their git blob id. GHN-3
+entries live on the Hugging Face Hub: ``huggingface_hub`` fetches them into its own cache
+(:mod:`ghnorth_cli.ghn.hub`), ghnorth reads the pickle safely once and keeps a safetensors
+conversion, so later loads never unpickle. The cache lives in ``$GHNORTH_HOME`` or else
+``$XDG_CACHE_HOME/ghnorth`` (default ``~/.cache/ghnorth``). ``GHNORTH_OFFLINE=1`` (or
+``HF_HUB_OFFLINE=1`` for Hub files) forbids downloads.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from urllib.parse import urlparse
 
 from ghnorth_cli.errors import GhnorthError
 from ghnorth_cli.ghn.config import GHNConfig
+from ghnorth_cli.ghn.hub import HubFile
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +38,27 @@ class PretrainedGHN:
     name: str
     filename: str
     url: str
-    git_blob_id: str  # the released files are plain git blobs: sha1(b"blob <size>\0" + content)
+    git_blob_id: str | None  # GitHub releases are plain git blobs: sha1(b"blob <size>\0" + content)
     config: GHNConfig
     dataset: str
     img_size: int  # input size of the training images
     description: str
     bundled: bool = False  # shipped inside the package (ghnorth_cli/data/<filename>): never downloaded
+    hub: HubFile | None = None  # on the Hugging Face Hub: fetched by huggingface_hub, kept as safetensors
+
+    @property
+    def family(self) -> str:
+        return "GHN-3" if self.config.is_ghn3 else "GHN-2"
+
+    @property
+    def size(self) -> int | None:
+        """Bytes of the released file, where known exactly."""
+        return self.hub.size if self.hub else None
+
+    @property
+    def n_params(self) -> int:
+        """Parameters of the network its config describes."""
+        return parameter_count(self.config)
 
 
 def _released(filename: str) -> str:
@@ -47,6 +66,25 @@ def _released(filename: str) -> str:
 
 
 _GHN2 = dict(hid=32, hypernet="gatedgnn", decoder="conv", weight_norm=True, ve=True, layernorm=True)
+
+# GHN-3 (Knyazev, Hwang, Lacoste-Julien, ICML 2023; SamsungSAILMontreal/ghn3). The Hub repository's
+# commit sha could not be looked up when these entries were written, so the revision is the branch
+# the reference itself loads ("main"); every file is checked against its explicit config, tensor by
+# tensor, and by its exact size where that is known.
+GHN3_HUB_REPO = "SamsungSAILMontreal/ghn3"
+GHN3_HUB_REVISION = "main"
+_GHN3 = dict(num_classes=1000, hypernet="transformer", decoder="conv", weight_norm=True, ve=True, layernorm=True)
+
+
+def _ghn3(name: str, filename: str, *, hid: int, layers: int, heads: int, size: int | None,
+          label: str) -> PretrainedGHN:
+    hub = HubFile(GHN3_HUB_REPO, filename, GHN3_HUB_REVISION, size=size)
+    return PretrainedGHN(
+        name=name, filename=filename, url=hub.url, git_blob_id=None,
+        config=GHNConfig(max_shape=(hid, hid, 16, 16), hid=hid, layers=layers, heads=heads, **_GHN3),
+        dataset="imagenet", img_size=224, hub=hub,
+        description=f"{label} trained on DeepNets-1M for ImageNet (Knyazev et al. 2023)")
+
 
 REGISTRY: dict[str, PretrainedGHN] = {
     entry.name: entry
@@ -83,8 +121,21 @@ REGISTRY: dict[str, PretrainedGHN] = {
                         "tests, demos",
             bundled=True,
         ),
+        _ghn3("ghn3-t", "ghn3tm8.pt", hid=64, layers=3, heads=8, size=None, label="GHN-3-T/m8"),
+        _ghn3("ghn3-s", "ghn3sm8.pt", hid=128, layers=5, heads=16, size=143_269_744, label="GHN-3-S/m8"),
+        _ghn3("ghn3-l", "ghn3lm8.pt", hid=256, layers=12, heads=16, size=858_730_839, label="GHN-3-L/m8"),
+        _ghn3("ghn3-xl", "ghn3xlm16.pt", hid=384, layers=24, heads=16, size=None, label="GHN-3-XL/m16"),
     )
 }
+
+
+def parameter_count(config: GHNConfig) -> int:
+    """Parameters of a GHN with ``config`` (counted without allocating them)."""
+    import math
+
+    from ghnorth_cli.ghn.io import ghn_tensor_shapes
+
+    return sum(math.prod(shape) for shape in ghn_tensor_shapes(config).values())
 
 
 class GHNNotAvailableError(GhnorthError):
@@ -111,6 +162,8 @@ def cached_file(entry: PretrainedGHN) -> Path:
         from importlib.resources import files
 
         return Path(str(files("ghnorth_cli") / "data" / entry.filename))
+    if entry.hub is not None:  # the safetensors conversion; the released pickle stays in the HF cache
+        return ghn_cache_dir() / f"{entry.name}.safetensors"
     return ghn_cache_dir() / entry.filename
 
 
@@ -144,6 +197,8 @@ def resolve_ghn(spec: str | None = None, *, registry: Mapping[str, PretrainedGHN
         entry = registry[spec]
         if entry.bundled:
             return ResolvedGHN(cached_file(entry), entry.name, entry)
+        if entry.hub is not None:
+            return ResolvedGHN(_fetch_hub(entry, progress=progress), entry.name, entry)
         return ResolvedGHN(_fetch(entry.url, cached_file(entry), git_blob=entry.git_blob_id, name=entry.name,
                                   progress=progress), entry.name, entry)
     if _is_url(spec):
@@ -176,6 +231,58 @@ def _fetch(url: str, dest: Path, *, git_blob: str | None, name: str, progress: b
                                    f"{how}") from None
 
 
+def _fetch_hub(entry: PretrainedGHN, *, progress: bool) -> Path:
+    """The cached safetensors conversion of a Hub GHN, made once from the (safely read) released file."""
+    from ghnorth_cli.ghn.hub import HubDownloadError, hub_download, snapshot_commit
+    from ghnorth_cli.ghn.io import GHNFileError, convert_ghn
+
+    dest = cached_file(entry)
+    hub = entry.hub
+    if dest.is_file() and _converted_from(dest, hub):
+        return dest
+    how = (f"download {hub.url} on a machine with internet access and pass the file with --ghn PATH "
+           f"(it is read safely), or convert it once with `ghnorth ghn convert {hub.filename} {dest}`")
+    if offline():
+        raise GHNNotAvailableError(f"GHN {entry.name!r} is not cached and {OFFLINE_ENV} is set; {how}")
+    try:
+        released = hub_download(hub, progress=progress)
+    except HubDownloadError as exc:
+        raise GHNNotAvailableError(f"GHN {entry.name!r} is not cached and could not be fetched ({exc}); "
+                                   f"{how}") from None
+    source = {"hub_repo": hub.repo_id, "hub_revision": hub.revision, "hub_commit": snapshot_commit(released)}
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        convert_ghn(released, dest, config=entry.config, source=source)
+    except OSError as exc:
+        raise GHNNotAvailableError(f"cannot write the GHN cache {dest.parent}: {exc.strerror or exc}") from None
+    except GHNFileError as exc:
+        raise GHNNotAvailableError(f"GHN {entry.name!r}: the downloaded file is not the released one ({exc}); delete "
+                                   f"it from the Hugging Face cache (`hf cache rm model/{hub.repo_id}`) to download "
+                                   "it again") from None
+    log.info("GHN %s converted once to %s", entry.name, dest)
+    return dest
+
+
+def _converted_from(path: Path, hub: HubFile) -> bool:
+    """Whether a cached conversion may stand for ``hub``: not from another revision, same sha256 where known."""
+    import json
+
+    from safetensors import safe_open
+
+    from ghnorth_cli.ghn.io import SOURCE_KEY
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            source = json.loads((f.metadata() or {}).get(SOURCE_KEY, "{}"))
+    except Exception:  # unreadable: make it again
+        return False
+    # A conversion made by hand (`ghnorth ghn convert`, e.g. offline) records no Hub revision.
+    if "hub_revision" in source and (source.get("hub_repo"), source["hub_revision"]) != (hub.repo_id, hub.revision):
+        log.info("cached %s was converted from another revision; fetching %s", path, hub.url)
+        return False
+    return hub.sha256 is None or source.get("sha256") == hub.sha256
+
+
 def _check_cached(path: Path, *, git_blob: str | None, name: str) -> None:
     """A cached registry file must still be the released one (it may have been copied in by hand)."""
     from ghnorth_cli.ghn.download import git_blob_id
@@ -187,7 +294,7 @@ def _check_cached(path: Path, *, git_blob: str | None, name: str) -> None:
 
 def load_pretrained(spec: str | None = None, *, device: str = "cpu",
                     registry: Mapping[str, PretrainedGHN] = REGISTRY, progress: bool = True):
-    """Resolve and load a GHN-2 (registry name, path or URL); registry files must match their config."""
+    """Resolve and load a GHN (registry name, path or URL); registry files must match their config."""
     from ghnorth_cli.ghn.io import GHNFileError, build_ghn, read_ghn_file
 
     resolved = resolve_ghn(spec, registry=registry, progress=progress)

@@ -125,6 +125,8 @@ def rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, requires_g
         raise UnsafePickleError("a tensor record carries hooks or metadata, which a GHN file never holds")
     if math.prod(size) and offset + sum((n - 1) * s for n, s in zip(size, stride)) >= storage.numel():
         raise UnsafePickleError(f"a tensor of size {list(size)} reaches past its storage")
+    if math.prod(size) > storage.numel():  # overlapping strides: a memory bomb, never a saved weight
+        raise UnsafePickleError(f"a tensor of size {list(size)} has more elements than its storage")
     if offset == 0 and storage.numel() == math.prod(size) and stride == _contiguous_strides(size):
         return storage.view(size)
     return torch.as_strided(storage, size, stride, offset).clone()

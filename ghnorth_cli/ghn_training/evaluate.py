@@ -17,7 +17,7 @@ from torch import nn
 from ghnorth_cli.archspace import ArchSample, build_arch
 from ghnorth_cli.finetune.augment import to_model_input
 from ghnorth_cli.finetune.data import Split
-from ghnorth_cli.ghn.network import GHN2
+from ghnorth_cli.ghn.network import GraphHyperNetwork
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def accuracy(model: nn.Module, test: Split, *, settings: EvalSettings) -> float:
     return correct / max(len(test), 1)
 
 
-def evaluate_model(ghn: GHN2, model: nn.Module, test: Split, *, name: str, family: str,
+def evaluate_model(ghn: GraphHyperNetwork, model: nn.Module, test: Split, *, name: str, family: str,
                    settings: EvalSettings) -> EvalResult:
     """Predict ``model``'s parameters with ``ghn`` (in place) and measure its test accuracy."""
     from ghnorth_cli.ghn.predict import predict
@@ -88,7 +88,7 @@ def evaluate_model(ghn: GHN2, model: nn.Module, test: Split, *, name: str, famil
     return result
 
 
-def evaluate_heldout(ghn: GHN2, samples: list[ArchSample], test: Split, *,
+def evaluate_heldout(ghn: GraphHyperNetwork, samples: list[ArchSample], test: Split, *,
                      settings: EvalSettings) -> list[EvalResult]:
     """:func:`evaluate_model` for each sampled architecture."""
     results = []
@@ -98,7 +98,7 @@ def evaluate_heldout(ghn: GHN2, samples: list[ArchSample], test: Split, *,
     return results
 
 
-def evaluate_named(ghn: GHN2, archs: list[str], test: Split, *, settings: EvalSettings,
+def evaluate_named(ghn: GraphHyperNetwork, archs: list[str], test: Split, *, settings: EvalSettings,
                    seed: int = 0) -> list[EvalResult]:
     """:func:`evaluate_model` for timm / torchvision models (adapted to small inputs at 32 px or less)."""
     from ghnorth_cli.models import create_model, resolve_spec
