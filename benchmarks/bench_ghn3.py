@@ -126,11 +126,12 @@ def _markdown(result: dict) -> str:
     for m in result.get("memory", []):
         rss = m["rss_mb"]
         lines += ["", f"Memory, {m['model']}, {m['calls']} predictions in a row: resident {rss[0]:.0f} MB after the "
-                  f"first, {rss[-1]:.0f} MB after the last (growth after the third: {m['growth_after_warmup_mb']:+.1f} MB; "
-                  f"max {max(rss):.0f} MB)."]
+                  f"first, {rss[-1]:.0f} MB after the last (growth after the third: "
+                  f"{m['growth_after_warmup_mb']:+.1f} MB; max {max(rss):.0f} MB)."]
     lines += ["", "Times are wall-clock unless marked CPU; prediction runs on one thread, so on an idle machine "
               "its wall time is close to its CPU time, and on a shared one (see the load average) CPU time is "
-              "the fair comparison. Reference: the issue's figures for the reference GHN-3-T on the project's 2-core machine."]
+              "the fair comparison. Reference: the issue's figures for the reference GHN-3-T on the project's "
+              "2-core machine."]
     if "xl" in result:
         x = result["xl"]
         lines += ["", f"GHN-3-XL (random weights, {x['params'] / 1e6:.0f} M parameters, {x['bytes'] / 1e9:.2f} GB "

@@ -57,8 +57,8 @@ def test_predict_then_postprocess_preset(cli, ghn3_file: Path, tmp_path: Path) -
 
 def test_experiment_ghn_orth_init_with_a_ghn3(ghn3_file: Path, tmp_path: Path) -> None:
     path = materialize_init(parse_init(f"ghn-orth:{ghn3_file}"), arch=ARCH, img_size=32, seed=0,
-                            data="fashion-mnist", cache_dir=tmp_path / "inits", orth=OrthSettings(beta=0.0, orth_from=3),
-                            predictor=LoadedGhnPredictor())
+                            data="fashion-mnist", cache_dir=tmp_path / "inits",
+                            orth=OrthSettings(beta=0.0, orth_from=3), predictor=LoadedGhnPredictor())
     ckpt = read_checkpoint(path)
     layers = ckpt.weight_layers()
     model = create_model(resolve_spec(ARCH, num_classes=10, img_size=32, small_input=True), seed=0)
