@@ -134,8 +134,10 @@ def _markdown(result: dict) -> str:
               "2-core machine."]
     if "xl" in result:
         x = result["xl"]
-        lines += ["", f"GHN-3-XL (random weights, {x['params'] / 1e6:.0f} M parameters, {x['bytes'] / 1e9:.2f} GB "
-                  f"file): the whole `ghnorth predict -a torchvision:resnet50 --device {x['device']}` command took "
+        when = f" (measured {x['time']}, load average {x['load']})" if "time" in x else ""
+        lines += ["", f"GHN-3-XL{when}: random weights, {x['params'] / 1e6:.0f} M parameters, "
+                  f"a {x['bytes'] / 1e9:.2f} GB "
+                  f"file; the whole `ghnorth predict -a torchvision:resnet50 --device {x['device']}` command took "
                   f"{x['wall_s']:.1f} s ({x['cpu_s']:.1f} s CPU) with a peak resident memory of "
                   f"{x['peak_rss_mb'] / 1024:.2f} GiB (limit: 24 GiB)."]
     return "\n".join(lines) + "\n"
