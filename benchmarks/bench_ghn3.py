@@ -114,23 +114,30 @@ def _markdown(result: dict) -> str:
              f"GHN-3-T: `{env['ghn']}` (random weights, the released file format). Best of {env['repeats']} "
              "warm in-process runs, one thread.", "",
              "| model | device | nodes | params | graph (s) | GHN (s) | total (s) | median (s) | total CPU (s) "
-             "| `ghnorth predict` (s) | reference (s) | total / reference |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| `ghnorth predict` (s) | reference (s) | total / reference | total CPU / reference |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["speed"]:
         ref = REFERENCE_S.get(r["model"])
         ratio = "" if ref is None else f"{r['total_s'] / ref:.2f}"
+        cpu_ratio = "" if ref is None else f"{r['total_cpu_s'] / ref:.2f}"
         lines.append(f"| {r['model']} | {r['device']} | {r['nodes']} | {r['params'] / 1e6:.1f}M | {r['graph_s']:.3f} "
                      f"| {r['ghn_s']:.3f} | {r['total_s']:.3f} | {r['total_median_s']:.3f} | {r['total_cpu_s']:.3f} "
-                     f"| {r['cli_s']:.2f} | {ref or ''} | {ratio} |")
+                     f"| {r['cli_s']:.2f} | {ref or ''} | {ratio} | {cpu_ratio} |")
     for m in result.get("memory", []):
         rss = m["rss_mb"]
         lines += ["", f"Memory, {m['model']}, {m['calls']} predictions in a row: resident {rss[0]:.0f} MB after the "
-                  f"first, {rss[-1]:.0f} MB after the last (growth after the third: {m['growth_after_warmup_mb']:+.1f} MB; "
-                  f"max {max(rss):.0f} MB)."]
+                  f"first, {rss[-1]:.0f} MB after the last (growth after the third: "
+                  f"{m['growth_after_warmup_mb']:+.1f} MB; max {max(rss):.0f} MB)."]
+    lines += ["", "Times are wall-clock unless marked CPU; prediction runs on one thread, so on an idle machine "
+              "its wall time is close to its CPU time, and on a shared one (see the load average) CPU time is "
+              "the fair comparison. Reference: the issue's figures for the reference GHN-3-T on the project's "
+              "2-core machine."]
     if "xl" in result:
         x = result["xl"]
-        lines += ["", f"GHN-3-XL (random weights, {x['params'] / 1e6:.0f} M parameters, {x['bytes'] / 1e9:.2f} GB "
-                  f"file): the whole `ghnorth predict -a torchvision:resnet50 --device {x['device']}` command took "
+        when = f" (measured {x['time']}, load average {x['load']})" if "time" in x else ""
+        lines += ["", f"GHN-3-XL{when}: random weights, {x['params'] / 1e6:.0f} M parameters, "
+                  f"a {x['bytes'] / 1e9:.2f} GB "
+                  f"file; the whole `ghnorth predict -a torchvision:resnet50 --device {x['device']}` command took "
                   f"{x['wall_s']:.1f} s ({x['cpu_s']:.1f} s CPU) with a peak resident memory of "
                   f"{x['peak_rss_mb'] / 1024:.2f} GiB (limit: 24 GiB)."]
     return "\n".join(lines) + "\n"
@@ -150,7 +157,11 @@ def main() -> None:
     parser.add_argument("--memory", help=argparse.SUPPRESS)  # internal: one memory measurement
     parser.add_argument("--build-xl", help=argparse.SUPPRESS)  # internal: write a random XL
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: time one command
+    parser.add_argument("--render", type=Path, help="Only write <out>.md again from a results JSON file.")
     args = parser.parse_args()
+    if args.render:
+        args.out.with_suffix(".md").write_text(_markdown(json.loads(args.render.read_text())))
+        return None
     if args.one:
         return print(json.dumps(measure_one(args.one, ghn=args.ghn, repeats=args.repeats, device=args.device)))
     if args.memory:

@@ -57,8 +57,8 @@ def test_predict_then_postprocess_preset(cli, ghn3_file: Path, tmp_path: Path) -
 
 def test_experiment_ghn_orth_init_with_a_ghn3(ghn3_file: Path, tmp_path: Path) -> None:
     path = materialize_init(parse_init(f"ghn-orth:{ghn3_file}"), arch=ARCH, img_size=32, seed=0,
-                            data="fashion-mnist", cache_dir=tmp_path / "inits", orth=OrthSettings(beta=0.0, orth_from=3),
-                            predictor=LoadedGhnPredictor())
+                            data="fashion-mnist", cache_dir=tmp_path / "inits",
+                            orth=OrthSettings(beta=0.0, orth_from=3), predictor=LoadedGhnPredictor())
     ckpt = read_checkpoint(path)
     layers = ckpt.weight_layers()
     model = create_model(resolve_spec(ARCH, num_classes=10, img_size=32, small_input=True), seed=0)
@@ -83,3 +83,16 @@ def test_ghn3_on_cuda_matches_cpu() -> None:
     for name, tensor in cpu.items():
         assert gpu[name].device.type == "cuda"
         torch.testing.assert_close(gpu[name].cpu(), tensor, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_graph_command_draws_the_ghn3_graph(cli, tmp_path: Path) -> None:
+    """torchvision's EfficientNet-B0: GHN-3 sees its channel gates as cse nodes, GHN-2 as glob_avg."""
+    import json
+
+    for flag, out in (((), "ghn2.json"), (("--ghn3",), "ghn3.json")):
+        assert cli("graph", "-a", "torchvision:efficientnet_b0", "-o", tmp_path / out, *flag).exit_code == 0
+    ghn2 = json.loads((tmp_path / "ghn2.json").read_text())["node_types"]
+    ghn3 = json.loads((tmp_path / "ghn3.json").read_text())["node_types"]
+    assert (ghn2.count("cse"), ghn2.count("glob_avg")) == (0, 17)
+    assert (ghn3.count("cse"), ghn3.count("glob_avg")) == (16, 1)

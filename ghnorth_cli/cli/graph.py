@@ -33,6 +33,8 @@ RowsOption = Annotated[
                                 "(default: chosen for a roughly landscape picture).")
 ]
 LabelsOption = Annotated[bool, typer.Option("--labels", help="Write each node's parameter name beside it.")]
+Ghn3Option = Annotated[bool, typer.Option("--ghn3", help="The graph as a GHN-3 reads it (its reference's rules "
+                                          "for channel gates, attention and tokens; see docs/ghn3.md).")]
 
 
 @app.command("graph")
@@ -48,6 +50,7 @@ def graph_command(
     rows: RowsOption = None,
     labels: LabelsOption = False,
     threads: ThreadsOption = None,
+    ghn3: Ghn3Option = False,
 ) -> None:
     """Draw the model's graph as the GHN-2 sees it: nodes coloured and shaped by primitive, with a legend."""
     from ghnorth_cli.files import check_writable
@@ -62,7 +65,7 @@ def graph_command(
     check_writable(output)
     spec = resolve_spec(arch, num_classes=num_classes, img_size=img_size, small_input=small_input)
     model = create_model(spec, seed=0)
-    graph = capture_graph(model, img_size=spec.img_size, ve_cutoff=ve_cutoff)
+    graph = capture_graph(model, img_size=spec.img_size, ve_cutoff=ve_cutoff, ghn3=ghn3)
     written = write_graph(graph, output, fmt=fmt, name=spec.arch, virtual_edges=virtual_edges, rows=rows,
                           labels=labels)
     counts = graph_summary(graph)

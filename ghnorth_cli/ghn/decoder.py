@@ -1,4 +1,4 @@
-"""The convolutional decoders (GHN-2, GHN-3): node embeddings to (out, in, h, w) weight tensors of at most ``max_shape``.
+"""The convolutional decoders (GHN-2, GHN-3): node embeddings to (out, in, h, w) weights of at most ``max_shape``.
 
 An embedding is first mapped to a (hid*4, h, w) feature map, then 1x1 convolutions map its
 channels to out*in weights at every kernel position. Only the kernel positions and the

@@ -51,7 +51,8 @@ class Prediction:
         return self.unpredicted + ([] if self.classifier_predicted else self.classifier)
 
 
-def as_ghn(ghn: GraphHyperNetwork | str | Path | None, *, device: torch.device | str | None = None) -> GraphHyperNetwork:
+def as_ghn(ghn: GraphHyperNetwork | str | Path | None, *,
+           device: torch.device | str | None = None) -> GraphHyperNetwork:
     """A loaded GHN: an instance (moved to ``device`` if given), or a registry name, path or URL."""
     if isinstance(ghn, GraphHyperNetwork):
         return ghn if device is None else ghn.to(device)
@@ -70,7 +71,8 @@ def _decide_classifier(mode: str, *, ghn_classes: int, model_classes: int | None
 
 def predict(model: nn.Module, ghn: GraphHyperNetwork | str | Path | None = None, *, img_size: int = 224,
             classifier: ClassifierMode = "auto", graph: ModelGraph | None = None, inplace: bool = False,
-            device: torch.device | str | None = None, threads: int | None = 1) -> Prediction:
+            device: torch.device | str | None = None, threads: int | None = 1,
+            generator: torch.Generator | None = None) -> Prediction:
     """Predict ``model``'s parameters with a GHN-2 or GHN-3 (an instance, registry name, path or URL;
     the family comes from the file).
 
@@ -83,14 +85,16 @@ def predict(model: nn.Module, ghn: GraphHyperNetwork | str | Path | None = None,
     is predicted once, from the first. ``threads``:
     intra-op CPU threads while predicting (default 1: the work is a long chain of small ops
     and memory copies, which extra threads slow down on a busy machine; None keeps torch's).
+    ``generator`` draws what the GHN draws at random (a GHN-3: a ViT's class-token row; default
+    seeded with 0, see :meth:`~ghnorth_cli.ghn.network.GraphHyperNetwork.predict`).
     """
     with intra_op_threads(threads):
         return _predict(model, as_ghn(ghn, device=device), img_size=img_size, classifier=classifier,
-                        graph=graph, inplace=inplace)
+                        graph=graph, inplace=inplace, generator=generator)
 
 
 def _predict(model: nn.Module, ghn: GraphHyperNetwork, *, img_size: int, classifier: str, graph: ModelGraph | None,
-             inplace: bool) -> Prediction:
+             inplace: bool, generator: torch.Generator | None = None) -> Prediction:
     params = dict(model.named_parameters())
     shapes = {name: tuple(p.shape) for name, p in params.items()}
     start = time.perf_counter()
@@ -104,7 +108,7 @@ def _predict(model: nn.Module, ghn: GraphHyperNetwork, *, img_size: int, classif
     predict_cls = _decide_classifier(classifier, ghn_classes=ghn.config.num_classes, model_classes=model_classes)
     skip = () if predict_cls else cls_names
     out = {name: p.data for name, p in params.items()} if inplace else None
-    predicted = ghn.predict(graph, shapes, out=out, skip=skip)
+    predicted = ghn.predict(graph, shapes, out=out, skip=skip, generator=generator)
     done = time.perf_counter()
     unpredicted = [n for n in params if n not in predicted and n not in skip]
     if unpredicted:
@@ -115,7 +119,8 @@ def _predict(model: nn.Module, ghn: GraphHyperNetwork, *, img_size: int, classif
                       timings={"graph": captured - start, "ghn": done - captured}, graph=graph)
 
 
-def predict_parameters(model: nn.Module, ghn: GraphHyperNetwork | str | Path | None = None, **kwargs) -> dict[str, torch.Tensor]:
+def predict_parameters(model: nn.Module, ghn: GraphHyperNetwork | str | Path | None = None,
+                       **kwargs) -> dict[str, torch.Tensor]:
     """``{parameter name: tensor}`` predicted for ``model``; keyword arguments as :func:`predict`."""
     return predict(model, ghn, **kwargs).params
 

@@ -9,21 +9,19 @@ attention). ``capture_graph(..., ghn3=True)`` applies them:
   ``Mean`` is kept only when it pools for the classifier; GHN-2 instead keeps a gate's ``Mean``
   as ``glob_avg`` and its ``Mul`` only after a hard sigmoid. (Without a sigmoid or swish op, GHN-3
   keeps every ``Mean``; ghnorth keeps GHN-2's stricter rule there, which agrees on the fixtures.)
-
 - **attention**: an explicit ``softmax`` is the ``msa`` node; fused attention kernels (and the
   ``_safe_softmax`` of their decomposition on the meta device) have no primitive, so torchvision's
   ``nn.MultiheadAttention`` (a fused kernel on CPU) gets no ``msa`` node; GHN-2 types the fused
   kernel, or the product after a softmax, as ``msa``.
+- **attention edges**: every other input of the node after a softmax is moved onto the softmax
+  (or dropped when it also reaches that node through the softmax), so that q, k and v all flow
+  through the ``msa`` node.
 - **tokens**: class, distillation and register tokens get no node (GHN-3 was trained on models
   without them); position embeddings stay ``pos_enc`` nodes.
-
 - **sums and concatenations** stay when they have two or more inputs in the walked graph and
   still two or more once the graph is filtered and the attention edges fixed (GHN-2 counts the
   inputs while filtering).
 - **recorded shapes**: a (1, T, C) position embedding is recorded as (1, C, s, s), s = floor(sqrt(T)).
-- **attention edges**: every other input of the node after a softmax is moved onto the softmax
-  (or dropped when it also reaches that node through the softmax), so that q, k and v all flow
-  through the ``msa`` node.
 
 The walk-order neighbours are read before the nodes are sorted, as the reference reads them.
 """
