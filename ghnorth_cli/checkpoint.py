@@ -13,6 +13,7 @@ Layout of the header metadata (a flat ``str -> str`` map, JSON inside where stru
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -36,6 +37,7 @@ from ghnorth_cli.metadata import decode_metadata, read_safetensors
 from ghnorth_cli.models import (
     ModelSpec,
     classifier_tensor_names,
+    model_args_for,
     model_shapes,
     resolve_name,
     resolve_spec,
@@ -135,6 +137,8 @@ def read_checkpoint(
         spec = _spec_for(spec.arch, tensors, num_classes=num_classes or spec.num_classes,
                          img_size=img_size or spec.img_size, base=spec)
 
+    if model_args_for(spec, tensors).get("aux_logits") and not spec.aux_logits:
+        spec = dataclasses.replace(spec, aux_logits=True)  # a file with GoogLeNet's / Inception's aux heads
     shapes = model_shapes(spec)
     check_shapes(shapes, tensors, what=f"{name} does not fit {spec.arch} ({spec.num_classes} classes, "
                                       f"{spec.img_size}px)")

@@ -150,7 +150,7 @@ def small_input_applies(source: str, name: str) -> bool:
         default_classes, default_size = _default_io(source, name)
         with torch.device("meta"):
             model = _build(ModelSpec(source, name, default_classes, default_size, False,
-                                     _default_aux_logits(source, name)))
+                                     _default_aux_logits(source, name)), {})
     except Exception:  # a model that does not build here fails later, with its own message
         return True
     return any(isinstance(model, classes) for classes, _ in _small_input_rules())

@@ -126,7 +126,7 @@ def test_tensors_that_do_not_fit_are_refused(tmp_path: Path, change: str) -> Non
         state["gnn.gru.weight_ih"] = torch.zeros(3)
     path = write_joblib_like(tmp_path / "bad.pt", state)
     fragment = {"missing": "missing gnn.1.ff.net.3.bias", "extra": "unexpected gnn.0.attn.extra.weight",
-                "shape": "wrong shape decoder_1d.fc.2.weight (30, 32)", "gru": "GHN-2 saved in GHN-3"}[change]
+                "shape": r"decoder_1d.fc.2.weight has shape \[30, 32\], the config says \[32, 32\]", "gru": "GHN-2 saved in GHN-3"}[change]
     with pytest.raises(GHNFileError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
         read_ghn_file(path)
 

@@ -92,7 +92,9 @@ def test_a_plain_pickle_is_refused_without_torch_warnings_or_opcodes(cli, tmp_pa
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # any warning would fail here
         line = _one_line(_predict(cli, path, tmp_path))
-    assert "plain pickle" in line and "operand" not in line and "Warning" not in line
+    # a plain pickle goes to the restricted GHN-3 reader, which refuses the first global it does not admit
+    assert "refusing to load" in line and "nothing in it was run" in line
+    assert "operand" not in line and "Warning" not in line
     assert not marker.exists()
 
 
@@ -178,7 +180,7 @@ def test_library_warnings_are_hidden_by_quiet(cli, monkeypatch, tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         quiet = cli("-q", "info", path)
-    assert quiet.exit_code == 0 and quiet.stderr == "warning: ghnorth's own\n" and caught == []
+    assert quiet.exit_code == 0 and quiet.stderr == "" and caught == []  # -q: nothing but errors
     with pytest.warns(FutureWarning, match="a library deprecation"):  # shown (on stderr) without -q
         loud = cli("info", path)
     assert loud.exit_code == 0 and "a library log warning" in loud.stderr

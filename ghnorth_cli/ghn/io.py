@@ -286,22 +286,27 @@ def check_weights_fit(config: GHNConfig, state: dict[str, torch.Tensor]) -> None
 
     The expected names and shapes come from the network built on the meta device, so nothing is
     allocated until they match: a config that asks for a huge network fails here, in one line.
+    Long name lists are capped (``..., (N in all)``).
     """
     expected = ghn_tensor_shapes(config)
     missing = [name for name in expected if name not in state]
     unexpected = [name for name in state if name not in expected]
-    wrong = [f"{name} {tuple(state[name].shape)} (expected {shape})" for name, shape in expected.items()
-             if name in state and tuple(state[name].shape) != shape]
-    not_float = [name for name, t in state.items() if not t.is_floating_point()]
-    problems = [f"{label} {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
-                for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong),
-                                     ("not floating-point", not_float)) if names]
-    if problems:
-        family = "GHN-3" if config.is_ghn3 else "GHN-2"
-        brief = f"hid={config.hid}, max_shape={config.max_shape}"
-        if config.is_ghn3:
-            brief += f", layers={config.layers}, heads={config.heads}"
-        raise GHNConfigError(f"weights do not fit a {family} with {brief}: {'; '.join(problems)}")
+    family = "GHN-3" if config.is_ghn3 else "GHN-2"
+    brief = f"hid={config.hid}, max_shape={config.max_shape}"
+    if config.is_ghn3:
+        brief += f", layers={config.layers}, heads={config.heads}"
+    if missing or unexpected:
+        detail = "; ".join(f"{what} {_some(names, 3)}" for what, names in (("missing", missing),
+                                                                          ("unexpected", unexpected)) if names)
+        raise GHNConfigError(f"weights do not fit a {family} with {brief}: {detail}")
+    for name, shape in expected.items():
+        tensor = state[name]
+        if tuple(tensor.shape) != shape:
+            raise GHNConfigError(f"weights do not fit a {family} with {brief}: {name} has shape "
+                                 f"{list(tensor.shape)}, the config says {list(shape)}")
+        if not tensor.is_floating_point():
+            raise GHNConfigError(f"weights do not fit a {family} with {brief}: {name} is {tensor.dtype}, "
+                                 "not floating-point")
 
 
 def _key_mismatch(expected: dict[str, Any], found: dict[str, Any]) -> tuple[list[str], list[str]]:

@@ -243,8 +243,9 @@ def _fetch_hub(entry: PretrainedGHN, *, progress: bool) -> Path:
     hub = entry.hub
     if dest.is_file() and _converted_from(dest, hub):
         return dest
-    how = (f"download {hub.url} on a machine with internet access and pass the file with --ghn PATH "
-           f"(it is read safely), or convert it once with `ghnorth ghn convert {hub.filename} {dest}`")
+    how = (f"download {hub.url} on a machine with internet access and give the file's path where you gave the "
+           f"name {entry.name!r} (it is read safely), or convert it once with "
+           f"`ghnorth ghn convert {hub.filename} {dest}`")
     if offline():
         raise GHNNotAvailableError(f"GHN {entry.name!r} is not cached and {OFFLINE_ENV} is set; {how}")
     try:
