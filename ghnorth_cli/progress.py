@@ -5,7 +5,7 @@ Everything goes to stderr (stdout is for data), drawn by `rich <https://rich.rea
 - on a terminal, a live bar (description, bar, done/total, elapsed and remaining time, a status
   text); :meth:`Progress.line` prints a permanent line above it, and ordinary log records are
   routed above it too, so the bar is never torn;
-- when stderr is not a terminal (a file, a pipe, CI logs), plain lines only: one when a task
+- when stderr is not a terminal (a file, a pipe, CI logs, ``TERM=dumb``), plain lines only: one when a task
   starts, the permanent lines, one when it ends. No control characters.
 - nothing when the ``ghnorth_cli`` logger is not enabled for INFO (``ghnorth -q``), or when a
   caller passes ``enabled=False``.
@@ -82,7 +82,7 @@ class Progress:
         console = self.console or Console(file=sys.stderr, highlight=False)
         if _live is not None and _live.live.is_started:
             self._rich = _live
-        elif console.is_terminal:
+        elif console.is_terminal and not console.is_dumb_terminal:  # TERM=dumb cannot redraw a line
             self._rich = _new_display(console)
             self._owner = True
             self._start_display()
