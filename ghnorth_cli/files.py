@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from ghnorth_cli.errors import GhnorthError
@@ -35,8 +36,15 @@ def _umask() -> int:
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     """Write bytes to ``path`` via a temporary file in the same folder; ``"-"`` is stdout."""
+    write_chunks_atomic(path, [data])
+
+
+def write_chunks_atomic(path: str | Path, chunks: Iterable[bytes | memoryview]) -> None:
+    """Write the concatenation of ``chunks`` like :func:`write_bytes_atomic`, without joining them
+    first (a large checkpoint's tensors go to the file straight from their memory)."""
     if str(path) == STDIO:
-        sys.stdout.buffer.write(data)
+        for chunk in chunks:
+            sys.stdout.buffer.write(chunk)
         sys.stdout.buffer.flush()
         return
     target = Path(path)
@@ -48,7 +56,8 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{target.name}.", suffix=".tmp",
                                          delete=False) as tmp:
             tmp_name = tmp.name
-            tmp.write(data)
+            for chunk in chunks:
+                tmp.write(chunk)
             tmp.flush()
             os.fsync(tmp.fileno())
         os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual mode
