@@ -28,6 +28,14 @@ def check_writable(path: str | Path | None, *, what: str = "") -> None:
         raise GhnorthError(f"cannot write {label}: directory {folder} is not writable")
 
 
+def refuse_binary_terminal(path: str | Path | None) -> None:
+    """Refuse ``-`` (stdout) for binary output when stdout is a terminal, as gzip does: the
+    bytes would flood the screen. Raises :class:`GhnorthError`; any other path passes."""
+    if path is not None and str(path) == STDIO and sys.stdout.isatty():
+        raise GhnorthError("refusing to write binary data to a terminal: redirect stdout (> FILE, | ghnorth ...) "
+                           "or pass -o FILE")
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ghnorth_cli.cli.app import app
-from ghnorth_cli.cli.options import JsonOption, ThreadsOption
+from ghnorth_cli.cli.options import JsonOption, ThreadsOption, binary_output
 
 _logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def finetune_command(
     deterministic: Annotated[Optional[bool], _opt("--deterministic/--no-deterministic", help="Deterministic "
                              "algorithms (default: on CPU only).", panel=_SPEED)] = None,
     output: Annotated[Optional[str], _opt("--output", "-o", help="Fine-tuned weights (.safetensors).",
-                      panel=_OUT)] = None,
+                      panel=_OUT, callback=binary_output)] = None,
     metrics: Annotated[Optional[str], _opt("--metrics", help="Final metrics as JSON.", panel=_OUT)] = None,
     log: Annotated[Optional[str], _opt("--log", help="One JSON line per epoch.", panel=_OUT)] = None,
     save_every: Annotated[Optional[int], _opt("--save-every", min=1, help="Save a resumable state every K epochs.",

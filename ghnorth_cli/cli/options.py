@@ -23,8 +23,17 @@ ImgSizeOption = Annotated[
     typer.Option("--img-size", min=8, help="Input size in pixels (default: the model's own); 32 or less adapts the stem."),
 ]
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed for everything random in this step.")]
+def binary_output(value: str | None) -> str | None:
+    """Option callback: a checkpoint to stdout only when stdout is not a terminal."""
+    from ghnorth_cli.files import refuse_binary_terminal
+
+    refuse_binary_terminal(value)
+    return value
+
+
 OutputOption = Annotated[
-    str, typer.Option("--output", "-o", help="Output safetensors file; '-' writes to stdout.")
+    str, typer.Option("--output", "-o", callback=binary_output,
+                      help="Output safetensors file; '-' writes to stdout (not to a terminal).")
 ]
 InputArgument = Annotated[str, typer.Argument(help="Input checkpoint (.safetensors); '-' reads stdin.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]

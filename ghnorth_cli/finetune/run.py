@@ -17,11 +17,13 @@ from ghnorth_cli.errors import GhnorthError
 from ghnorth_cli.files import check_writable
 from ghnorth_cli.finetune.config import FinetuneConfig
 from ghnorth_cli.finetune.data import load_dataset
-from ghnorth_cli.finetune.model import DEFAULT_IMG_SIZE, StartingModel, build_starting_model
+
+from ghnorth_cli.finetune.model import (DEFAULT_IMG_SIZE, StartingModel, build_starting_model,
+                                        check_pretrained_available)
 from ghnorth_cli.finetune.splits import FinetuneSplits, make_splits
 from ghnorth_cli.finetune.state import check_same_run, default_state_path, load_state, save_state
 from ghnorth_cli.finetune.trainer import NonFiniteLossError, StepCallback, Trainer
-from ghnorth_cli.models import ModelSpec
+from ghnorth_cli.models import ModelSpec, resolve_spec
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +204,8 @@ def finetune(
     wall_start = time.perf_counter()
     _check_outputs(config)
     device = resolve_device(config.device)
+    if config.init == "pretrained" and config.arch is not None:
+        check_pretrained_available(resolve_spec(config.arch))  # before the data: offline fails at once
     dataset = load_dataset(config.data, data_dir=config.data_dir, download=config.download,
                            img_size=config.img_size or DEFAULT_IMG_SIZE)
     splits = make_splits(dataset, labels_per_class=config.labels_per_class, val_size=config.val_size,

@@ -165,7 +165,8 @@ def _fetch(url: str, dest: Path, *, git_blob: str | None, name: str, progress: b
     if dest.is_file():
         _check_cached(dest, git_blob=git_blob, name=name)
         return dest
-    how = f"get {url} on a machine with internet access and pass it with --ghn PATH, or copy it to {dest}"
+    # No option name here: predict and embed take --ghn, ghn eval a GHN argument, experiment --init ghn:G.
+    how = f"get {url} on a machine with internet access and give its path instead of {name!r}, or copy it to {dest}"
     if offline():
         raise GHNNotAvailableError(f"GHN {name!r} is not cached and {OFFLINE_ENV} is set; {how}")
     log.info("GHN %s is not cached; downloading it to %s", name, dest)
