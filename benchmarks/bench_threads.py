@@ -129,7 +129,8 @@ def markdown(data: dict) -> str:
              f"(1/5/15 min) before: {env['load']}; `uptime`: {env['uptime']}. "
              f"Best of {env['repeats']}; seconds after imports.", "",
              "| workload | machine | " + " | ".join(f"{n} thread{'s' * (n > 1)} (s)" for n in env["threads"])
-             + " | slowest / fastest |", "|---|---|" + "---:|" * (len(env["threads"]) + 1)]
+             + " | slowest / fastest | load average before (1 min) |",
+             "|---|---|" + "---:|" * (len(env["threads"]) + 2)]
     for workload in dict.fromkeys(r["workload"] for r in data["rows"]):
         for busy in (False, True):
             row = {r["threads"]: r for r in data["rows"] if r["workload"] == workload and r["busy"] == busy}
@@ -137,9 +138,12 @@ def markdown(data: dict) -> str:
                 continue
             best = [row[n]["best_s"] for n in env["threads"] if n in row]
             cells = " | ".join(f"{row[n]['best_s']:.2f}" if n in row else "" for n in env["threads"])
-            lines.append(f"| {workload} | {'one core busy' if busy else 'idle'} | {cells} | "
-                         f"{max(best) / min(best):.2f} |")
-    lines += ["", "Load averages before each run are in the JSON file beside this one.", ""]
+            loads = [x for r in row.values() for x in r["load1_before"]]
+            lines.append(f"| {workload} | {'as found + one core busy' if busy else 'as found'} | {cells} | "
+                         f"{max(best) / min(best):.2f} | {min(loads):.1f}-{max(loads):.1f} |")
+    lines += ["", "\"as found\": the machine as it was (on a shared machine rarely idle: see the load "
+              "column); \"+ one core busy\": with one more process spinning on a core. Every run's load "
+              "average is in the JSON file beside this one.", ""]
     return "\n".join(lines)
 
 
@@ -148,9 +152,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--workloads", nargs="+", default=["predict", "finetune", "train-ghn", "experiment"])
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--no-busy", action="store_true", help="only the idle measurement")
+    parser.add_argument("--no-busy", action="store_true", help="only the measurement without the spinning process")
+    parser.add_argument("--render", type=Path, help="only rewrite the Markdown of an earlier JSON result")
     add_output_arguments(parser, "threads")
     args = parser.parse_args()
+    if args.render:
+        args.render.with_suffix(".md").write_text(markdown(json.loads(args.render.read_text())))
+        return
 
     import torch
 
