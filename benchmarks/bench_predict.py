@@ -114,7 +114,8 @@ def time_cli(name: str, *, ghn: str, device: str, repeats: int) -> tuple[float, 
     """Best wall times of the whole ``ghnorth predict`` command and of ``import torch, timm``."""
     cli, imports = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "ghnorth_cli", "-q", "predict", "-a", f"torchvision:{name}", "--ghn", ghn,
+        # the name as a user types it (timm's model first, as --arch resolves a bare name)
+        cmd = [sys.executable, "-m", "ghnorth_cli", "-q", "predict", "-a", name, "--ghn", ghn,
                "--device", device, "-o", str(Path(tmp) / "out.safetensors")]
         for _ in range(repeats):  # alternate, so that both see the same load
             imports.append(_wall([sys.executable, "-c", "import torch, timm"]))

@@ -172,9 +172,10 @@ def create_model_skipping(spec: ModelSpec, *, seed: int = 0,
     except (_PassMismatch, ModelResolutionError) as exc:
         if not isinstance(exc, _PassMismatch) and not isinstance(exc.__cause__, _PassMismatch):
             raise
+        handle.remove()
         log.debug("skipping the init of overwritten parameters failed (%s); building in full", exc)
         return create_model(spec, seed=seed), set()
     finally:
-        handle.remove()
+        handle.remove()  # (removing twice is harmless)
     skipped = {n for n, p in model.named_parameters() if _storage_key(p) in skipper.skip_storages}
     return model, skipped

@@ -217,3 +217,23 @@ def test_data_hints_name_only_the_commands_options(tmp_path: Path) -> None:
     with pytest.raises(DatasetError) as err:
         load_task("cifar10", data_dir=tmp_path)  # train-ghn and ghn eval do not
     assert "pass --download" not in str(err.value) and "ghnorth finetune --data cifar10" in str(err.value)
+
+
+def test_predict_imports_only_what_it_uses(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+from ghnorth_cli.cli import app
+app(["-q", "predict", "--ghn", "ghn2-fmnist-tiny", "-a", "timm:test_convnext", "--img-size", "32",
+     "-o", {str(tmp_path / 'p.safetensors')!r}], standalone_mode=False)
+print(" ".join(sorted(sys.modules)))
+"""
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                check=True).stdout.split())
+    assert "ghnorth_cli.ghn.predict" in loaded and "ghnorth_cli.skip_init" in loaded
+    unused = ["matplotlib", "rich", "ghnorth_cli.finetune", "ghnorth_cli.experiment",
+              "ghnorth_cli.ghn_training", "ghnorth_cli.drawing", "ghnorth_cli.analysis", "ghnorth_cli.postprocess",
+              "ghnorth_cli.latent_map"]
+    assert [m for m in unused if m in loaded] == []
