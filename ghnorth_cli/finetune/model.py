@@ -97,6 +97,12 @@ def _weights_source(spec: ModelSpec) -> tuple[str, bool]:
     return url, cached
 
 
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
 def _reachable(url: str, timeout: float = 3.0) -> bool:
     """Whether a TCP connection to ``url``'s host can be opened within ``timeout`` seconds."""
     import socket
@@ -117,11 +123,14 @@ def check_pretrained_available(spec: ModelSpec) -> None:
     Without this, an offline machine spends a minute in the Hub client's retries and warnings.
     """
     url, cached = _weights_source(spec)
-    if cached or _reachable(url):
+    if cached:
         return
-    host = urlparse(url).hostname
-    raise GhnorthError(f"--init pretrained: {spec.arch}'s weights are not cached and {host} cannot be reached "
-                       "(offline?); run once with network access, or use --init default, orth or a checkpoint")
+    declared = spec.source == "timm" and _hub_offline()  # HF_HUB_OFFLINE=1: do not even try
+    if not declared and _reachable(url):
+        return
+    why = "HF_HUB_OFFLINE is set" if declared else f"{urlparse(url).hostname} cannot be reached (offline?)"
+    raise GhnorthError(f"--init pretrained: {spec.arch}'s weights are not cached and {why}; run once with "
+                       "network access, or use --init default, orth or a checkpoint")
 
 
 def _pretrained_tensors(spec: ModelSpec) -> dict[str, torch.Tensor]:
