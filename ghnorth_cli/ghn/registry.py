@@ -171,7 +171,8 @@ def _fetch(url: str, dest: Path, *, git_blob: str | None, name: str, progress: b
         raise GHNNotAvailableError(f"GHN {name!r} is not cached and {OFFLINE_ENV} is set; {how}")
     log.info("GHN %s is not cached; downloading it to %s", name, dest)
     try:
-        return download(url, dest, git_blob=git_blob, progress=progress)
+        quiet = logging.getLogger().getEffectiveLevel() > logging.WARNING  # -q: no progress bar either
+        return download(url, dest, git_blob=git_blob, progress=progress and not quiet)
     except DownloadError as exc:
         raise GHNNotAvailableError(f"GHN {name!r} is not cached and could not be downloaded ({exc.reason}); "
                                    f"{how}") from None
