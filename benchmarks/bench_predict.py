@@ -6,8 +6,11 @@
 Each model runs in its own process (so peak memory is its own): one warm-up, then ``--repeats``
 timed in-process predictions (``predict(model, ghn, inplace=True)``, graph capture included,
 the GHN already loaded), reporting the best and median. Then the whole ``ghnorth predict``
-command is timed as a subprocess (interpreter start, imports, model build, file written).
-Results go to ``benchmarks/results/predict.json`` and ``predict.md``.
+command is timed as a subprocess (interpreter start, imports, model build, file written),
+alternating with ``python -c "import torch, timm"`` (the floor any such command pays), best of
+``--cli-repeats`` each; the goal is a command at most 1.5x the imports.
+Results go to a new ``benchmarks/results/predict-<time>.json`` and ``.md`` (``--update``
+overwrites the tracked ``predict.json`` and ``predict.md``).
 
 The GHN defaults to the random-weight parity fixture (same network, same cost as the released
 one) when it is beside the checkout, else to ``ghn2-imagenet``. The reference's times on the
@@ -29,6 +32,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _results import add_output_arguments, output_stem  # noqa: E402
 FIXTURE_GHN = HERE.parents[1] / "shared" / "fixtures" / "ghn2-parity" / "ghn2_random_imagenet.pt"
 REFERENCE_S = {"convnext_base": (1.0, 1.4), "resnet50": (0.14, 0.14)}  # the reference implementation
 
@@ -99,14 +104,23 @@ def measure_one(name: str, *, ghn: str, repeats: int, device: str) -> dict:
     return row
 
 
-def time_cli(name: str, *, ghn: str, device: str) -> float:
-    """Wall time of the whole ``ghnorth predict`` command."""
+def _wall(cmd: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def time_cli(name: str, *, ghn: str, device: str, repeats: int) -> tuple[float, float]:
+    """Best wall times of the whole ``ghnorth predict`` command and of ``import torch, timm``."""
+    cli, imports = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "ghnorth_cli", "-q", "predict", "-a", f"torchvision:{name}", "--ghn", ghn,
+        # the name as a user types it (timm's model first, as --arch resolves a bare name)
+        cmd = [sys.executable, "-m", "ghnorth_cli", "-q", "predict", "-a", name, "--ghn", ghn,
                "--device", device, "-o", str(Path(tmp) / "out.safetensors")]
-        start = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True)
-        return time.perf_counter() - start
+        for _ in range(repeats):  # alternate, so that both see the same load
+            imports.append(_wall([sys.executable, "-c", "import torch, timm"]))
+            cli.append(_wall(cmd))
+    return min(cli), min(imports)
 
 
 def _markdown(rows: list[dict], env: dict) -> str:
@@ -115,8 +129,9 @@ def _markdown(rows: list[dict], env: dict) -> str:
         f"{env['time']}, {env['machine']}, torch {env['torch']} ({env['threads']} threads), "
         f"load average before: {env['load']}. GHN: `{env['ghn']}`. Best of {env['repeats']} warm runs.", "",
         "| model | device | nodes | params | graph (s) | GHN (s) | total (s) | median (s) | total CPU (s) "
-        "| peak extra (MB) | `ghnorth predict` (s) | reference (s) | total / reference |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| peak extra (MB) | `ghnorth predict` (s) | `import torch, timm` (s) | command / imports "
+        "| reference (s) | total / reference |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         ref = REFERENCE_S.get(r["model"])
@@ -126,11 +141,13 @@ def _markdown(rows: list[dict], env: dict) -> str:
         extra = "" if r["peak_extra_mb"] is None else f"{r['peak_extra_mb']:.0f}"
         lines.append(f"| {r['model']} | {r['device']} | {r['nodes']} | {r['params'] / 1e6:.1f}M | {r['graph_s']:.3f} "
                      f"| {r['ghn_s']:.3f} | {r['total_s']:.3f} | {r['total_median_s']:.3f} | {r['total_cpu_s']:.3f} | {extra} "
-                     f"| {r['cli_s']:.2f} | {ref_text} | {ratio} |")
+                     f"| {r['cli_s']:.2f} | {r['imports_s']:.2f} | {r['cli_s'] / r['imports_s']:.2f} "
+                     f"| {ref_text} | {ratio} |")
     lines += ["", "graph = `capture_graph`, GHN = network forward + tiling into the model's parameters, "
               "total = both (in-process, warm); total CPU = its processor time (prediction runs on one "
               "thread, so on an idle machine wall time is close to it); peak extra = resident memory above the warm state; "
-              "`ghnorth predict` = the whole command as a subprocess. Reference: the issue's figures for the "
+              "`ghnorth predict` = the whole command as a subprocess (best of "
+              f"{env.get('cli_repeats', 1)}, alternating with `python -c \"import torch, timm\"`). Reference: the issue's figures for the "
               "reference implementation on the project's 2-core machine.", ""]
     return "\n".join(lines)
 
@@ -141,7 +158,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--ghn", default=str(FIXTURE_GHN) if FIXTURE_GHN.is_file() else "ghn2-imagenet")
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "predict")
+    parser.add_argument("--cli-repeats", type=int, default=3)
+    add_output_arguments(parser, "predict")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one model, print JSON
     args = parser.parse_args()
     if args.one:
@@ -153,19 +171,21 @@ def main() -> None:
     env = {"time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": f"{os.cpu_count()} CPUs, "
            f"{platform.processor() or platform.machine()}", "torch": torch.__version__,
            "threads": torch.get_num_threads(), "load": " ".join(f"{x:.1f}" for x in os.getloadavg()),
-           "ghn": args.ghn, "repeats": args.repeats}
+           "ghn": args.ghn, "repeats": args.repeats, "cli_repeats": args.cli_repeats}
     rows = []
     for name in args.models:
         child = [sys.executable, __file__, "--one", name, "--repeats", str(args.repeats), "--device", args.device,
                  "--ghn", args.ghn]
         row = json.loads(subprocess.run(child, check=True, capture_output=True, text=True).stdout)
-        row["cli_s"] = time_cli(name, ghn=args.ghn, device=args.device)
+        row["cli_s"], row["imports_s"] = time_cli(name, ghn=args.ghn, device=args.device, repeats=args.cli_repeats)
         rows.append(row)
         print(f"{name}: graph {row['graph_s']:.3f} s, GHN {row['ghn_s']:.3f} s, total {row['total_s']:.3f} s "
-              f"(median {row['total_median_s']:.3f} s), CLI {row['cli_s']:.2f} s", file=sys.stderr)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps({"env": env, "rows": rows}, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(_markdown(rows, env))
+              f"(median {row['total_median_s']:.3f} s), CLI {row['cli_s']:.2f} s, imports {row['imports_s']:.2f} s",
+              file=sys.stderr)
+    out = output_stem(args, "predict")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"env": env, "rows": rows}, indent=2) + "\n")
+    out.with_suffix(".md").write_text(_markdown(rows, env))
     print(_markdown(rows, env))
 
 

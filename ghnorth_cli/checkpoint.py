@@ -32,7 +32,7 @@ from torch import nn
 
 from ghnorth_cli._version import __version__
 from ghnorth_cli.errors import CheckpointError, ModelResolutionError
-from ghnorth_cli.files import STDIO, write_bytes_atomic  # noqa: F401  (re-exported)
+from ghnorth_cli.files import STDIO, write_bytes_atomic, write_chunks_atomic  # noqa: F401  (re-exported)
 from ghnorth_cli.metadata import decode_metadata, read_safetensors
 from ghnorth_cli.models import (
     ModelSpec,
@@ -324,13 +324,14 @@ def write_checkpoint(path: str | Path, tensors: Mapping[str, torch.Tensor], *, s
         raise ValueError("order must list exactly the checkpoint's tensors")
     check_finite(tensors, what=f"refusing to write {path}")
     metadata = checkpoint_metadata(spec=spec, order=order, history=history, extra=extra)
-    data = serialize_safetensors({k: tensors[k] for k in order}, metadata=metadata)
     from ghnorth_cli.export import is_folder_output, write_model_folder
 
+    ordered = {k: tensors[k] for k in order}
     if is_folder_output(path):
+        data = serialize_safetensors(ordered, metadata=metadata)
         _logger.info("%s", write_model_folder(path, data, spec=spec, tensor_names=order, history=history).describe())
         return
-    write_bytes_atomic(path, data)
+    write_chunks_atomic(path, safetensors_chunks(ordered, metadata=metadata))
 
 
 _DTYPES = {
@@ -347,6 +348,13 @@ def serialize_safetensors(tensors: Mapping[str, torch.Tensor], *, metadata: Mapp
     same tensors differ in bytes; this writer gives identical bytes for identical inputs. Data is
     grouped by element size (largest first, order kept within a size) so every tensor stays aligned.
     """
+    return b"".join(safetensors_chunks(tensors, metadata=metadata))
+
+
+def safetensors_chunks(tensors: Mapping[str, torch.Tensor], *,
+                       metadata: Mapping[str, str]) -> list[bytes | memoryview]:
+    """:func:`serialize_safetensors`'s bytes as pieces to write in order: the header, then each
+    tensor's memory itself (no copy of contiguous CPU tensors)."""
     items = [(k, v.detach().to("cpu").contiguous()) for k, v in tensors.items()]
     items.sort(key=lambda kv: -kv[1].element_size())  # stable: module order within a size
     header: dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))}
@@ -354,11 +362,11 @@ def serialize_safetensors(tensors: Mapping[str, torch.Tensor], *, metadata: Mapp
     for name, tensor in items:
         if tensor.dtype not in _DTYPES:
             raise ValueError(f"tensor {name!r} has dtype {tensor.dtype}, which safetensors cannot store")
-        raw = tensor.reshape(-1).view(torch.uint8).numpy().tobytes()
+        raw = memoryview(tensor.reshape(-1).view(torch.uint8).numpy())  # keeps the tensor alive
         header[name] = {"dtype": _DTYPES[tensor.dtype], "shape": list(tensor.shape),
-                        "data_offsets": [offset, offset + len(raw)]}
+                        "data_offsets": [offset, offset + raw.nbytes]}
         chunks.append(raw)
-        offset += len(raw)
+        offset += raw.nbytes
     encoded = json.dumps(header, separators=(",", ":"), sort_keys=True).encode("utf-8")
     encoded += b" " * (-(8 + len(encoded)) % 8)
-    return b"".join([struct.pack("<Q", len(encoded)), encoded, *chunks])
+    return [struct.pack("<Q", len(encoded)), encoded, *chunks]

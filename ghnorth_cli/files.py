@@ -17,7 +17,7 @@ import select
 import stat
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -140,6 +140,12 @@ def check_distinct(outputs: dict[str, str | Path | None]) -> None:
             if same_output(earlier, path):
                 raise GhnorthError(f"{what} {path} is also the {other} output; give each output its own file")
         seen.append((what, path))
+def refuse_binary_terminal(path: str | Path | None) -> None:
+    """Refuse ``-`` (stdout) for binary output when stdout is a terminal, as gzip does: the
+    bytes would flood the screen. Raises :class:`GhnorthError`; any other path passes."""
+    if path is not None and str(path) == STDIO and sys.stdout.isatty():
+        raise GhnorthError("refusing to write binary data to a terminal: redirect stdout (> FILE, | ghnorth ...) "
+                           "or pass -o FILE")
 
 
 def _umask() -> int:
@@ -269,3 +275,11 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     """Write bytes to ``path`` as :func:`atomic_writer` does; ``"-"`` is stdout."""
     with atomic_writer(path) as f:
         f.write(data)
+
+
+def write_chunks_atomic(path: str | Path, chunks: Iterable[bytes | memoryview]) -> None:
+    """Write the concatenation of ``chunks`` as :func:`write_bytes_atomic` does, without joining them
+    first (a large checkpoint's tensors go to the file straight from their memory)."""
+    with atomic_writer(path) as f:
+        for chunk in chunks:
+            f.write(chunk)

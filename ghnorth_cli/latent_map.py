@@ -238,25 +238,43 @@ class _MetricColours:
         return [self.cmap(self.norm(v)) if math.isfinite(v) else "#c8c8c8" for v in metric_values(models, self.metric)]
 
 
-def _draw_reference(ax, xy: np.ndarray, reference: EmbeddingSet, colours: _MetricColours, *, labels: bool) -> None:
+def _same_point_groups(xy: np.ndarray, names: Sequence[str]) -> list[tuple[float, float, str]]:
+    """One label per distinct point: architectures that land on the same spot share it ("a = b")."""
+    groups: dict[tuple[float, float], list[str]] = {}
+    for (x, y), name in zip(xy, names):
+        groups.setdefault((round(float(x), 6), round(float(y), 6)), []).append(name)
+    return [(x, y, " = ".join(group)) for (x, y), group in groups.items()]
+
+
+def _draw_reference(ax, xy: np.ndarray, reference: EmbeddingSet, colours: _MetricColours, *, labels: bool) -> list:
     ax.scatter(xy[:, 0], xy[:, 1], s=12, c=colours(reference, ["#9a9a9a"] * len(reference)), linewidths=0,
                alpha=0.8, label=f"reference ({len(reference)})")
-    if labels:
-        for (x, y), name in zip(xy, reference.names):
-            ax.annotate(name.rpartition(":")[2], (x, y), xytext=(3, -8), textcoords="offset points",
-                        fontsize=6, color="#555555")
+    if not labels:
+        return []
+    short = [name.rpartition(":")[2] for name in reference.names]
+    return [ax.text(x, y, text, fontsize=6, color="#555555") for x, y, text in _same_point_groups(xy, short)]
 
 
-def _draw_named(ax, xy: np.ndarray, named: EmbeddingSet, colours: _MetricColours) -> None:
+def _draw_named(ax, xy: np.ndarray, named: EmbeddingSet, colours: _MetricColours) -> list:
     import matplotlib
 
     palette = matplotlib.colormaps["tab10"]
     fills = colours(named, [palette(i % 10) for i in range(len(named))])
     ax.scatter(xy[:, 0], xy[:, 1], s=90, c=fills, marker="*", edgecolors="black", linewidths=0.8, zorder=3,
                label="named models")
-    for (x, y), name in zip(xy, named.names):
-        ax.annotate(name, (x, y), xytext=(6, 5), textcoords="offset points", fontsize=8, zorder=4,
+    return [ax.text(x, y, text, fontsize=8, zorder=4,
                     bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.7})
+            for x, y, text in _same_point_groups(xy, named.names)]
+
+
+def _place_labels(ax, texts: list, points: np.ndarray) -> None:
+    """Move labels off each other and off the points (adjustText), with a thin line to their point."""
+    if not texts:
+        return
+    from adjustText import adjust_text
+
+    adjust_text(texts, x=points[:, 0], y=points[:, 1], ax=ax, expand=(1.1, 1.3), time_lim=5,
+                arrowprops={"arrowstyle": "-", "color": "#999999", "lw": 0.5})
 
 
 def plot_latent_map(path: str | Path, *, named: EmbeddingSet, reference: EmbeddingSet | None = None,
@@ -273,6 +291,7 @@ def plot_latent_map(path: str | Path, *, named: EmbeddingSet, reference: Embeddi
     import matplotlib
 
     matplotlib.use("Agg", force=False)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     from ghnorth_cli.plotting import figure_format
@@ -283,10 +302,12 @@ def plot_latent_map(path: str | Path, *, named: EmbeddingSet, reference: Embeddi
     fig = Figure(figsize=(7.5, 6.0))
     ax = fig.add_subplot()
     colours = _MetricColours(metric)
+    texts, points = [], [pca.transform(named.vectors)]
     if has_reference:
         labels = label_reference if label_reference is not None else len(reference) <= MAX_REFERENCE_LABELS
-        _draw_reference(ax, pca.transform(reference.vectors), reference, colours, labels=labels)
-    _draw_named(ax, pca.transform(named.vectors), named, colours)
+        points.append(pca.transform(reference.vectors))
+        texts += _draw_reference(ax, points[-1], reference, colours, labels=labels)
+    texts += _draw_named(ax, points[0], named, colours)
     if colours.norm is not None:
         fig.colorbar(matplotlib.cm.ScalarMappable(norm=colours.norm, cmap=colours.cmap), ax=ax, label=metric_name)
     ax.set_xlabel(f"PC 1 ({100 * pca.explained[0]:.0f}% of variance)")
@@ -294,6 +315,8 @@ def plot_latent_map(path: str | Path, *, named: EmbeddingSet, reference: Embeddi
     ax.set_title(title or "architectures in the GHN's latent space (PCA of mean node embeddings)", fontsize=10)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
+    FigureCanvasAgg(fig)  # a canvas to measure the labels with
+    _place_labels(ax, texts, np.concatenate(points))
     _save_figure(fig, path, fmt=fmt)
     return pca
 

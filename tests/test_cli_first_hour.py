@@ -137,3 +137,103 @@ def test_json_stays_on_stdout_under_quiet(cli, ghn_file: Path, tmp_path: Path, r
     result = _predict(cli, ghn_file, tmp_path / "p.safetensors", "--json", "-q")
     assert result.exit_code == 0 and result.stderr == ""
     assert json.loads(result.stdout)["predicted"]["tensors"] > 0
+
+
+def test_checkpoint_to_a_terminal_is_refused(tmp_path: Path) -> None:
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "ghnorth_cli", "predict", "-a", "resnet18", "-o", "-"],
+                              stdout=follower, stderr=subprocess.PIPE, text=True, timeout=600)
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "ghnorth: error: refusing to write binary data to a terminal: redirect stdout (> FILE, | ghnorth ...) "
+        "or pass -o FILE"]
+
+
+def test_failed_download_removes_what_it_created(tmp_path: Path, monkeypatch) -> None:
+    import torchvision.datasets.utils as tv_utils
+
+    from ghnorth_cli.finetune.data import DatasetError, load_dataset
+
+    def fail(url, root, filename=None, md5=None):
+        (Path(root) / filename).write_bytes(b"partial")  # a half-downloaded archive
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(tv_utils, "download_and_extract_archive", fail)
+    target = tmp_path / "new" / "data"
+    with pytest.raises(DatasetError, match="could not download cifar10"):
+        load_dataset("cifar10", data_dir=target, download=True)
+    assert not (tmp_path / "new").exists()
+    existing = tmp_path / "mine"
+    (existing / "keep.txt").parent.mkdir()
+    (existing / "keep.txt").write_text("x")
+    with pytest.raises(DatasetError):
+        load_dataset("cifar10", data_dir=existing, download=True)
+    assert sorted(p.name for p in existing.iterdir()) == ["keep.txt"]  # only what the download made is gone
+
+
+def test_pretrained_offline_fails_at_once_in_one_line(cli, tmp_path: Path, monkeypatch) -> None:
+    from ghnorth_cli.finetune import model as ft_model
+
+    monkeypatch.setattr(ft_model, "_weights_source", lambda spec: ("https://huggingface.co/timm/x", False))
+    monkeypatch.setattr(ft_model, "_reachable", lambda url, timeout=3.0: False)
+    # the data folder does not exist: the pretrained check comes first, before any data is read
+    result = cli("finetune", "--data", "cifar10", "--data-dir", tmp_path / "none", "-a", "resnet18",
+                 "--init", "pretrained", "--epochs", "1")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        "ghnorth: error: --init pretrained: timm:resnet18's weights are not cached and huggingface.co cannot be "
+        "reached (offline?); run once with network access, or use --init default, orth or a checkpoint"]
+
+
+def test_reachable_is_quick_for_a_closed_port() -> None:
+    import socket
+    import time
+
+    from ghnorth_cli.finetune.model import _reachable
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, not listening: connections are refused
+        start = time.perf_counter()
+        assert _reachable(f"https://127.0.0.1:{port}/x") is False
+    assert time.perf_counter() - start < 3
+
+
+def test_data_hints_name_only_the_commands_options(tmp_path: Path) -> None:
+    from ghnorth_cli.finetune.data import DatasetError, load_dataset
+    from ghnorth_cli.ghn_training.data import load_task
+
+    with pytest.raises(DatasetError, match="pass --download to fetch it"):
+        load_dataset("cifar10", data_dir=tmp_path)  # finetune has --download
+    with pytest.raises(DatasetError) as err:
+        load_task("cifar10", data_dir=tmp_path)  # train-ghn and ghn eval do not
+    assert "pass --download" not in str(err.value) and "ghnorth finetune --data cifar10" in str(err.value)
+
+
+def test_predict_imports_only_what_it_uses(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+from ghnorth_cli.cli import app
+app(["-q", "predict", "--ghn", "ghn2-fmnist-tiny", "-a", "timm:test_convnext", "--img-size", "32",
+     "-o", {str(tmp_path / 'p.safetensors')!r}], standalone_mode=False)
+print(" ".join(sorted(sys.modules)))
+"""
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                check=True).stdout.split())
+    assert "ghnorth_cli.ghn.predict" in loaded and "ghnorth_cli.skip_init" in loaded
+    unused = ["matplotlib", "rich", "ghnorth_cli.finetune", "ghnorth_cli.experiment",
+              "ghnorth_cli.ghn_training", "ghnorth_cli.drawing", "ghnorth_cli.analysis", "ghnorth_cli.postprocess",
+              "ghnorth_cli.latent_map"]
+    assert [m for m in unused if m in loaded] == []

@@ -149,7 +149,7 @@ def test_pretrained_weights_offline_is_one_clear_error(fashion_dir: Path, monkey
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # fail at once, as offline
-    with pytest.raises(GhnorthError, match="pretrained weights for timm:test_resnet cannot be had"):
+    with pytest.raises(GhnorthError, match="timm:test_resnet's weights are not cached and HF_HUB_OFFLINE is set"):
         finetune(tiny(fashion_dir, init="pretrained"))
 
 

@@ -108,7 +108,7 @@ def test_offline_and_not_cached_says_where_to_get_it(home: Path, monkeypatch, of
         resolve_ghn("ghn3-xl")
     message = str(info.value)
     assert "https://huggingface.co/SamsungSAILMontreal/ghn3/resolve/main/ghn3xlm16.pt" in message
-    assert "give the file's path where you gave the name" in message and "ghnorth ghn convert ghn3xlm16.pt" in message and "\n" not in message
+    assert "give its path instead of" in message and "ghnorth ghn convert ghn3xlm16.pt" in message and "\n" not in message
     assert not cached_file(REGISTRY["ghn3-xl"]).exists()
 
 

@@ -122,9 +122,11 @@ def _print_report(folders: list[Path], *, out_dir: Path, at: str, plot: bool, as
     if plot:
         from ghnorth_cli.experiment.plot import plot_bars, plot_curves
 
-        plot_bars(report, out_dir / "bars.png")
-        plot_curves(report, out_dir / "curves.png")
-        written += [out_dir / "bars.png", out_dir / "curves.png"]
+        for name, draw in (("bars.png", plot_bars), ("curves.png", plot_curves)):
+            if draw(report, out_dir / name):
+                written.append(out_dir / name)
+            else:
+                _logger.info("no finished runs to draw: %s not written", out_dir / name)
     _logger.info("%d finished runs; wrote %s", len(report.records), ", ".join(str(p) for p in written))
     if as_json:
         typer.echo(json.dumps(json_report(report), indent=2))

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ghnorth_cli.cli.app import app
-from ghnorth_cli.cli.options import JsonOption, ThreadsOption, device_name, finite_float, output_path, seed_value
+from ghnorth_cli.cli.options import JsonOption, ThreadsOption, binary_output, device_name, finite_float, output_path, seed_value
 from ghnorth_cli.limits import MAX_CROP_PADDING, MAX_IMG_SIZE
 
 _logger = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def finetune_command(
     compile: Annotated[Optional[bool], _opt("--compile", help="torch.compile the model.", panel=_SPEED)] = None,
     deterministic: Annotated[Optional[bool], _opt("--deterministic/--no-deterministic", help="Deterministic "
                              "algorithms (default: on CPU only).", panel=_SPEED)] = None,
-    output: Annotated[Optional[str], _opt("--output", "-o", callback=output_path, help="Fine-tuned weights (.safetensors).",
+    output: Annotated[Optional[str], _opt("--output", "-o", callback=binary_output, help="Fine-tuned weights (.safetensors).",
                       panel=_OUT)] = None,
     metrics: Annotated[Optional[str], _opt("--metrics", callback=output_path, help="Final metrics as JSON.", panel=_OUT)] = None,
     log: Annotated[Optional[str], _opt("--log", callback=output_path, help="One JSON line per epoch.", panel=_OUT)] = None,

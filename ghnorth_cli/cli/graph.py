@@ -53,7 +53,7 @@ def graph_command(
     ghn3: Ghn3Option = False,
 ) -> None:
     """Draw the model's graph as the GHN-2 sees it: nodes coloured and shaped by primitive, with a legend."""
-    from ghnorth_cli.files import check_writable
+    from ghnorth_cli.files import check_writable, refuse_binary_terminal
     from ghnorth_cli.drawing import graph_format, graph_summary, write_graph
     from ghnorth_cli.graph import capture_graph
     from ghnorth_cli.models import create_model, resolve_spec
@@ -62,6 +62,8 @@ def graph_command(
     apply_threads(threads)
     if fmt is None and output != "-":
         graph_format(output)  # refuse an unknown suffix before any work
+    if fmt == "png":
+        refuse_binary_terminal(output)
     check_writable(output)
     spec = resolve_spec(arch, num_classes=num_classes, img_size=img_size, small_input=small_input)
     model = create_model(spec, seed=0)

@@ -98,9 +98,20 @@ SmallInputOption = Annotated[
 ]
 SeedOption = Annotated[int, typer.Option("--seed", parser=seed_value, metavar="INT",
                                          help="Seed for everything random in this step.")]
+
+
+def binary_output(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any:
+    """Callback of binary (checkpoint) outputs: :func:`output_path`'s checks, and stdout only when it
+    is not a terminal (the bytes would flood the screen; gzip refuses the same)."""
+    from ghnorth_cli.files import refuse_binary_terminal
+
+    refuse_binary_terminal(value)
+    return output_path(ctx, param, value)
+
+
 OutputOption = Annotated[
-    str, typer.Option("--output", "-o", callback=output_path,
-                      help="Output safetensors file; '-' writes to stdout; 'DIR/' (a trailing "
+    str, typer.Option("--output", "-o", callback=binary_output,
+                      help="Output safetensors file; '-' writes to stdout (not to a terminal); 'DIR/' (a trailing "
                       "slash) writes a model folder timm loads (see `ghnorth export`).")
 ]
 InputArgument = Annotated[str, typer.Argument(help="Input checkpoint (.safetensors); '-' reads stdin.")]

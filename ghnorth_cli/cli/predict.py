@@ -104,9 +104,9 @@ def predict_command(
     """
     from ghnorth_cli.checkpoint import provenance, write_checkpoint
     from ghnorth_cli.errors import GhnorthError
-    from ghnorth_cli.ghn.predict import CLASSIFIER_MODES, predict
+    from ghnorth_cli.ghn.predict import CLASSIFIER_MODES, create_predicted_model
     from ghnorth_cli.ghn.registry import DEFAULT_GHN, load_pretrained
-    from ghnorth_cli.models import create_model, resolve_spec
+    from ghnorth_cli.models import resolve_spec
     from ghnorth_cli.threads import apply_threads
 
     apply_threads(threads)
@@ -117,9 +117,7 @@ def predict_command(
     spec = resolve_spec(arch, num_classes=num_classes, img_size=img_size, small_input=small_input)
     network = load_pretrained(ghn or DEFAULT_GHN, device=str(torch_device))
     _warn_resolution(network, spec.img_size)
-    model = create_model(spec, seed=seed)
-    result = predict(model, network, img_size=spec.img_size, classifier=classifier, inplace=True,
-                     threads=None)
+    model, result = create_predicted_model(spec, network, seed=seed, classifier=classifier, threads=None)
     _logger.info("predicted %d of %d parameter tensors of %s with %s (graph %.2f s, GHN %.2f s)",
                  len(result.params), len(list(model.parameters())), spec.arch, network.info.name,
                  result.timings["graph"], result.timings["ghn"])

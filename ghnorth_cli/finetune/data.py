@@ -95,12 +95,15 @@ class ImageDataset:
 
 
 def load_dataset(
-    source: str, *, data_dir: str | Path | None = None, download: bool = False, img_size: int = 32
+    source: str, *, data_dir: str | Path | None = None, download: bool = False, img_size: int = 32,
+    can_download: bool = True,
 ) -> ImageDataset:
-    """Read a dataset named by ``source`` (see the module docstring) into memory."""
+    """Read a dataset named by ``source`` (see the module docstring) into memory (``can_download``:
+    see :func:`load_cifar`)."""
     key = source.strip()
     if key.lower() in ("cifar10", "cifar100"):
-        return load_cifar(key.lower(), data_dir=Path(data_dir or "data"), download=download)
+        return load_cifar(key.lower(), data_dir=Path(data_dir or "data"), download=download,
+                          can_download=can_download)
     if key.lower() in ("fashion-mnist", "fashion_mnist", "fashionmnist"):
         return load_fashion_mnist(Path(data_dir) if data_dir else FASHION_MNIST_DIR)
     if key.lower().startswith("imagefolder:"):
@@ -186,23 +189,40 @@ def _download_cifar(name: str, root: Path) -> None:
     from ghnorth_cli.ghn.download import download
 
     cls = CIFAR10 if name == "cifar10" else CIFAR100
+    # What a failed download must not leave behind: the folders it made, the archive, the extracted folder.
+    created = next((p for p in reversed([root, *root.parents]) if not p.exists()), None)
     archive = root / cls.filename
+    leftovers = [p for p in (archive, root / cls.base_folder) if not p.exists()]
     try:
         root.mkdir(parents=True, exist_ok=True)
         if not check_integrity(str(archive), cls.tgz_md5):
             download(cls.url, archive)
             if not check_integrity(str(archive), cls.tgz_md5):
-                archive.unlink()
                 raise DatasetError(f"could not download {name} into {root}: the archive's md5 is not {cls.tgz_md5}")
         extract_archive(str(archive), str(root))
-    except DatasetError:
-        raise
-    except Exception as exc:  # network errors come in many types
+    except BaseException as exc:  # network errors come in many types; Ctrl-C cleans up too
+        _remove(([created] if created is not None else []) + leftovers)
+        if isinstance(exc, DatasetError) or not isinstance(exc, Exception):
+            raise
         raise DatasetError(f"could not download {name} into {root}: {exc}") from None
 
 
-def load_cifar(name: str, *, data_dir: Path, download: bool = False) -> ImageDataset:
-    """CIFAR-10 or CIFAR-100 from torchvision's python layout under ``data_dir``."""
+def _remove(paths: list[Path]) -> None:
+    import shutil
+
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
+            path.unlink(missing_ok=True)
+
+
+def load_cifar(name: str, *, data_dir: Path, download: bool = False, can_download: bool = True) -> ImageDataset:
+    """CIFAR-10 or CIFAR-100 from torchvision's python layout under ``data_dir``.
+
+    ``can_download``: whether the calling command has a ``--download`` option (the error's hint names
+    only options the command has). Raises :class:`DatasetError` when the files are missing.
+    """
     layout = _CIFAR[name]
     folder = data_dir / layout.folder
     needed = [folder / f for f in (*layout.train_files, layout.test_file)]
@@ -210,10 +230,10 @@ def load_cifar(name: str, *, data_dir: Path, download: bool = False) -> ImageDat
         _download_cifar(name, data_dir)
     missing = [p for p in needed if not p.is_file()]
     if missing:
-        raise DatasetError(
-            f"{name} not found: {missing[0]} is missing (pass --download to fetch it into "
-            f"{data_dir}, or --data-dir to point at torchvision's layout)"
-        )
+        fetch = (f"pass --download to fetch it into {data_dir}" if can_download else
+                 f"fetch it once with `ghnorth finetune --data {name} --data-dir {data_dir} --download ...`")
+        raise DatasetError(f"{name} not found: {missing[0]} is missing ({fetch}, or --data-dir to point at "
+                           "torchvision's layout)")
     parts = [_cifar_split(folder / f, layout.label_key) for f in layout.train_files]
     train = Split(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]))
     test = _cifar_split(folder / layout.test_file, layout.label_key)

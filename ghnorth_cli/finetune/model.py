@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -128,7 +130,69 @@ def _from_checkpoint(config: FinetuneConfig, num_classes: int, data_name: str | 
     return StartingModel(model, spec, loaded, replaced, list(ckpt.history), {"init": ckpt.sha256}, decision, reason)
 
 
+def _weights_source(spec: ModelSpec) -> tuple[str, bool]:
+    """(URL the pretrained weights come from, whether they are in the local cache already)."""
+    if spec.source == "timm":
+        import timm
+
+        cfg = timm.models.get_pretrained_cfg(spec.name)
+        if cfg is not None and cfg.hf_hub_id:
+            from huggingface_hub import constants, try_to_load_from_cache
+
+            repo = cfg.hf_hub_id.split("@")[0]
+            cached = any(isinstance(try_to_load_from_cache(repo, f), str)
+                         for f in (cfg.hf_hub_filename or "model.safetensors", "pytorch_model.bin"))
+            return f"{constants.ENDPOINT}/{repo}", cached
+        url = (cfg.url if cfg is not None else "") or ""
+    else:
+        import torchvision
+
+        try:
+            url = torchvision.models.get_model_weights(spec.name).DEFAULT.url
+        except (ValueError, AttributeError):
+            url = ""
+    cached = bool(url) and (Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name).is_file()
+    return url, cached
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to ``url``'s host can be opened within ``timeout`` seconds."""
+    import socket
+
+    parts = urlparse(url)
+    if not parts.hostname:
+        return True  # nothing to test; let the library say what is wrong
+    try:
+        with socket.create_connection((parts.hostname, parts.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def check_pretrained_available(spec: ModelSpec) -> None:
+    """Fail at once, in one line, when the weights are neither cached nor downloadable (offline).
+
+    Without this, an offline machine spends a minute in the Hub client's retries and warnings.
+    """
+    url, cached = _weights_source(spec)
+    if cached:
+        return
+    declared = spec.source == "timm" and _hub_offline()  # HF_HUB_OFFLINE=1: do not even try
+    if not declared and _reachable(url):
+        return
+    why = "HF_HUB_OFFLINE is set" if declared else f"{urlparse(url).hostname} cannot be reached (offline?)"
+    raise GhnorthError(f"--init pretrained: {spec.arch}'s weights are not cached and {why}; run once with "
+                       "network access, or use --init default, orth or a checkpoint")
+
+
 def _pretrained_tensors(spec: ModelSpec) -> dict[str, torch.Tensor]:
+    check_pretrained_available(spec)
     try:
         if spec.source == "timm":
             import timm

@@ -17,11 +17,13 @@ from ghnorth_cli.errors import GhnorthError
 from ghnorth_cli.files import check_distinct, check_writable
 from ghnorth_cli.finetune.config import FinetuneConfig
 from ghnorth_cli.finetune.data import load_dataset
-from ghnorth_cli.finetune.model import DEFAULT_IMG_SIZE, StartingModel, build_starting_model
+
+from ghnorth_cli.finetune.model import (DEFAULT_IMG_SIZE, StartingModel, build_starting_model,
+                                        check_pretrained_available)
 from ghnorth_cli.finetune.splits import FinetuneSplits, make_splits
 from ghnorth_cli.finetune.state import check_same_run, default_state_path, save_state, saved_state_or_none
 from ghnorth_cli.finetune.trainer import NonFiniteLossError, StepCallback, Trainer
-from ghnorth_cli.models import ModelSpec
+from ghnorth_cli.models import ModelSpec, resolve_spec
 
 if TYPE_CHECKING:
     from ghnorth_cli.tensorboard_log import ScalarLog
@@ -223,6 +225,8 @@ def finetune(
     wall_start = time.perf_counter()
     _check_outputs(config)
     device = resolve_device(config.device)
+    if config.init == "pretrained" and config.arch is not None:
+        check_pretrained_available(resolve_spec(config.arch))  # before the data: offline fails at once
     config = config.effective(device.type)  # records say what ran, not what was asked
     dataset = load_dataset(config.data, data_dir=config.data_dir, download=config.download,
                            img_size=config.img_size or DEFAULT_IMG_SIZE)

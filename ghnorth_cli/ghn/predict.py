@@ -119,6 +119,55 @@ def _predict(model: nn.Module, ghn: GraphHyperNetwork, *, img_size: int, classif
                       timings={"graph": captured - start, "ghn": done - captured}, graph=graph)
 
 
+def create_predicted_model(spec, ghn: GraphHyperNetwork, *, seed: int = 0, classifier: ClassifierMode = "auto",
+                           threads: int | None = 1,
+                           generator: torch.Generator | None = None) -> tuple[nn.Module, Prediction]:
+    """Build ``spec``'s model (seeded init) and predict its parameters in place with ``ghn``.
+
+    The result equals ``predict(create_model(spec, seed=seed), ghn, inplace=True, ...)``, faster:
+    the graph is captured from a ``meta``-device build, and the parameters the GHN overwrites are
+    never initialized (:func:`ghnorth_cli.skip_init.create_model_skipping`); the ones it keeps get
+    exactly the values of the full build. Returns ``(model, prediction)``.
+    """
+    from ghnorth_cli.graph.errors import GraphCaptureError
+    from ghnorth_cli.models import classifier_tensor_names, create_model
+    from ghnorth_cli.skip_init import create_model_skipping
+
+    if classifier == "keep" or (classifier == "auto" and spec.num_classes != ghn.config.num_classes):
+        # A kept classifier is usually initialized last, after every other random draw: its
+        # exact values need them all, so the full build is as fast.
+        model = create_model(spec, seed=seed)
+        return model, predict(model, ghn, img_size=spec.img_size, classifier=classifier, inplace=True,
+                              threads=threads, generator=generator)
+    captured: dict[str, object] = {}
+
+    def overwritten(meta_model: nn.Module) -> set[str]:
+        start = time.perf_counter()
+        try:
+            graph = ghn.capture_graph(meta_model, img_size=spec.img_size)
+        except GraphCaptureError:
+            return set()  # capture it from the real model below, where the error is reported
+        captured.update(graph=graph, seconds=time.perf_counter() - start)
+        shapes = {n: tuple(p.shape) for n, p in meta_model.named_parameters()}
+        cls_names = [n for n in classifier_tensor_names(meta_model) if n in shapes]
+        model_classes = shapes[cls_names[0]][0] if cls_names else None
+        skip = () if _decide_classifier(classifier, ghn_classes=ghn.config.num_classes,
+                                        model_classes=model_classes) else cls_names
+        return {t.name for t in ghn.plan(graph, shapes).targets} - set(skip)
+
+    with intra_op_threads(threads):
+        model, skipped = create_model_skipping(spec, seed=seed, overwritten=overwritten)
+        result = _predict(model, ghn, img_size=spec.img_size, classifier=classifier, graph=captured.get("graph"),
+                          inplace=True, generator=generator)
+        if not skipped <= set(result.params):  # never expected: a plan that differs from the prediction
+            model = create_model(spec, seed=seed)
+            result = _predict(model, ghn, img_size=spec.img_size, classifier=classifier, graph=None, inplace=True,
+                              generator=generator)
+    if "seconds" in captured:
+        result.timings["graph"] = captured["seconds"]
+    return model, result
+
+
 def predict_parameters(model: nn.Module, ghn: GraphHyperNetwork | str | Path | None = None,
                        **kwargs) -> dict[str, torch.Tensor]:
     """``{parameter name: tensor}`` predicted for ``model``; keyword arguments as :func:`predict`."""

@@ -222,13 +222,14 @@ def _fetch(url: str, dest: Path, *, git_blob: str | None, name: str, progress: b
     if dest.is_file():
         _check_cached(dest, git_blob=git_blob, name=name)
         return dest
-    how = (f"get {url} on a machine with internet access and give the file's path where you gave the name "
-           f"{name!r}, or copy it to {dest}")
+    # No option name here: predict and embed take --ghn, ghn eval a GHN argument, experiment --init ghn:G.
+    how = f"get {url} on a machine with internet access and give its path instead of {name!r}, or copy it to {dest}"
     if offline():
         raise GHNNotAvailableError(f"GHN {name!r} is not cached and {OFFLINE_ENV} is set; {how}")
     log.info("GHN %s is not cached; downloading it to %s", name, dest)
     try:
-        return download(url, dest, git_blob=git_blob, progress=progress, verify=check_ghn_file)
+        quiet = logging.getLogger().getEffectiveLevel() > logging.WARNING  # -q: no progress bar either
+        return download(url, dest, git_blob=git_blob, progress=progress and not quiet, verify=check_ghn_file)
     except DownloadError as exc:
         raise GHNNotAvailableError(f"GHN {name!r} is not cached and could not be downloaded ({exc.reason}); "
                                    f"{how}") from None
@@ -243,9 +244,8 @@ def _fetch_hub(entry: PretrainedGHN, *, progress: bool) -> Path:
     hub = entry.hub
     if dest.is_file() and _converted_from(dest, hub):
         return dest
-    how = (f"download {hub.url} on a machine with internet access and give the file's path where you gave the "
-           f"name {entry.name!r} (it is read safely), or convert it once with "
-           f"`ghnorth ghn convert {hub.filename} {dest}`")
+    how = (f"download {hub.url} on a machine with internet access and give its path instead of {entry.name!r} "
+           f"(it is read safely), or convert it once with `ghnorth ghn convert {hub.filename} {dest}`")
     if offline():
         raise GHNNotAvailableError(f"GHN {entry.name!r} is not cached and {OFFLINE_ENV} is set; {how}")
     try:

@@ -70,7 +70,7 @@ class TaskData:
 def load_task(data: str, *, data_dir: str | Path | None = None, classes: tuple[int, ...] | None = None,
               img_size: int = 32) -> TaskData:
     """Read ``data`` (any fine-tuning dataset) and keep ``classes`` (all when None)."""
-    dataset: ImageDataset = load_dataset(data, data_dir=data_dir, img_size=img_size)
+    dataset: ImageDataset = load_dataset(data, data_dir=data_dir, img_size=img_size, can_download=False)
     chosen = tuple(range(dataset.num_classes)) if classes is None else classes
     unknown = [c for c in chosen if c >= dataset.num_classes]
     if unknown:
