@@ -54,14 +54,43 @@ def test_missing_cifar_suggests_download(tmp_path: Path) -> None:
 
 
 def test_failed_download_is_one_clear_error(tmp_path: Path, monkeypatch) -> None:
-    import torchvision.datasets.utils
+    import ghnorth_cli.ghn.download
 
     def offline(*args, **kwargs):
         raise OSError("network is unreachable")
 
-    monkeypatch.setattr(torchvision.datasets.utils, "download_and_extract_archive", offline)
+    monkeypatch.setattr(ghnorth_cli.ghn.download, "download", offline)
     with pytest.raises(DatasetError, match="could not download cifar10 .*network is unreachable"):
         load_dataset("cifar10", data_dir=tmp_path, download=True)
+
+
+def test_cifar_download_goes_through_ghnorths_downloader_and_checks_md5(tmp_path: Path, monkeypatch) -> None:
+    import hashlib
+    import tarfile
+
+    import torchvision.datasets
+
+    import ghnorth_cli.ghn.download
+
+    source = make_cifar_dir(tmp_path / "src")
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(source / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    fetched = []
+
+    def serve(url, dest, **kwargs):  # download() (progress, atomic write) is tested in test_registry.py
+        fetched.append(url)
+        Path(dest).write_bytes(archive.read_bytes())
+        return Path(dest)
+
+    monkeypatch.setattr(ghnorth_cli.ghn.download, "download", serve)
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "tgz_md5", hashlib.md5(archive.read_bytes()).hexdigest())
+    data = load_dataset("cifar10", data_dir=tmp_path / "data", download=True)
+    assert fetched == [torchvision.datasets.CIFAR10.url] and len(data.train) == 100
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "tgz_md5", "0" * 32)
+    with pytest.raises(DatasetError, match="md5"):
+        load_dataset("cifar10", data_dir=tmp_path / "other", download=True)
+    assert not (tmp_path / "other" / "cifar-10-python.tar.gz").exists()
 
 
 def test_cifar_pickle_with_code_is_refused(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import http.server
+import logging
 import socket
 import threading
 from pathlib import Path
@@ -104,7 +105,8 @@ def test_cache_dir_follows_the_environment(monkeypatch, tmp_path: Path) -> None:
     assert cache_dir() == tmp_path / "mine"
 
 
-def test_download_verify_and_reuse(server, home: Path, capsys) -> None:
+def test_download_verify_and_reuse(server, home: Path, capsys, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="ghnorth_cli")  # progress follows the log level (-q silences it)
     base, root, requests = server
     src = write_released_ghn(root / "tiny.pt")
     entry = _entry(f"{base}/tiny.pt", git_blob_id(src))

@@ -153,7 +153,8 @@ def run_command(
                       "(one published configuration per arch); explicit options override it.")] = None,
     arch: Annotated[ListOption, typer.Option("--arch", "-a", help="Architecture(s); repeat or comma-separate.")] = None,
     init: Annotated[ListOption, typer.Option("--init", help="Init(s): default, orth, pretrained, ghn:G, ghn-orth:G "
-                    "(G a GHN name or file) or a checkpoint file; repeat or comma-separate.")] = None,
+                    "(G a GHN name or file), weight-selection:T (T a larger model: a checkpoint file or a "
+                    "pretrained model name) or a checkpoint file; repeat or comma-separate.")] = None,
     grid: Annotated[ListOption, typer.Option("--grid", help="Grid 'opt=sgd,adamw lr=0.01,0.005 ...'; several "
                     "--grid make a union (conditional grids); '@FILE.json' reads a list of grids.")] = None,
     seeds: Annotated[Optional[str], typer.Option("--seeds", help="Seed count (3: seeds 0,1,2) or list (0,5).")] = None,
@@ -204,6 +205,9 @@ def run_command(
     save_models: Annotated[bool, typer.Option("--save-models", help="Keep each run's fine-tuned checkpoint.")] = False,
     save_every: Annotated[int, typer.Option("--save-every", min=0, help="Save resumable state every N epochs.")] = 0,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Run failed runs again.")] = False,
+    tensorboard: Annotated[Optional[str], typer.Option("--tensorboard", help="Log every run's losses, accuracies, "
+                           "learning rate, gradient norm and images/s to TensorBoard, in DIR/<run_id> "
+                           "(pip install \"ghnorth[tensorboard]\").")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs (this shard's) and stop.")] = False,
     at: AtOption = "final",
     plot: PlotOption = False,
@@ -230,8 +234,12 @@ def run_command(
                          runs_per_gpu=runs_per_gpu, threads=threads, ray_address=ray_address,
                          gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run, partition=partition,
                          time_minutes=time_minutes)
+    if tensorboard is not None:
+        from ghnorth_cli.tensorboard_log import require_tensorboard
+
+        require_tensorboard()
     executor = FinetuneExecutor(output, orth, data_dir=data_dir, download=download, device=device,
-                                save_models=save_models, save_every=save_every)
+                                save_models=save_models, save_every=save_every, tensorboard=tensorboard)
     with ExperimentProgress() as progress:
         run_experiment(experiment, runs, out_dir=output, executor=executor, preflight=executor.preflight,
                        retry_failed=retry_failed, pool=pool, threads=threads, on_plan=progress.on_plan,

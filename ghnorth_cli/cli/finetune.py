@@ -50,7 +50,9 @@ def finetune_command(
     arch: Annotated[Optional[str], _opt("--arch", "-a", help="Model (timm or torchvision name); with a checkpoint "
                     "--init, taken from its metadata unless given.", panel=_MODEL)] = None,
     init: Annotated[Optional[str], _opt("--init", help="A checkpoint file, or default | orth (made from --seed) | "
-                    "pretrained (timm/torchvision weights; needs the network).", panel=_MODEL)] = None,
+                    "pretrained (timm/torchvision weights; needs the network) | weight-selection:T (evenly "
+                    "spaced weights of a larger model T of the same family: a checkpoint file or a pretrained "
+                    "model name).", panel=_MODEL)] = None,
     img_size: Annotated[Optional[int], _opt("--img-size", min=8, help="Input size; images are resized "
                         "(default: the checkpoint's, else 32).", panel=_MODEL)] = None,
     small_input: Annotated[Optional[bool], _opt("--small-input/--no-small-input", help="Adapt the stem for small "
@@ -97,6 +99,9 @@ def finetune_command(
                      panel=_OUT)] = None,
     resume: Annotated[Optional[bool], _opt("--resume", help="Continue the run saved in the state file.",
                       panel=_OUT)] = None,
+    tensorboard: Annotated[Optional[str], _opt("--tensorboard", help="Log losses, accuracies, learning rate, "
+                           "gradient norm and images/s to TensorBoard, in a new subfolder of this folder "
+                           "(pip install \"ghnorth[tensorboard]\").", panel=_OUT)] = None,
     progress: Annotated[bool, _opt("--progress/--no-progress", help="Progress on stderr.", panel=_OUT)] = True,
     json_out: JsonOption = False,
 ) -> None:
@@ -110,14 +115,19 @@ def finetune_command(
     """
     options = {k: v for k, v in locals().items() if k not in ("recipe", "progress", "json_out")}
     from ghnorth_cli.finetune import finetune
-    from ghnorth_cli.finetune.progress import ConsoleProgress
+    from ghnorth_cli.finetune.progress import FinetuneProgress
 
     config = finetune_config(recipe=recipe, **options)
-    callbacks = {}
-    if progress and _logger.getEffectiveLevel() <= logging.INFO:
-        reporter = ConsoleProgress(epochs=config.epochs)
-        callbacks = {"on_step": reporter.on_step, "on_epoch": reporter.on_epoch}
-    result = finetune(config, **callbacks)
+    if tensorboard is not None:
+        from pathlib import Path
+
+        from ghnorth_cli.tensorboard_log import require_tensorboard, run_dir
+
+        require_tensorboard()
+        init_name = Path(config.init).stem if config.init_is_checkpoint else config.init
+        config = config.replace(tensorboard=run_dir(tensorboard, config.arch, init_name, f"seed{config.seed}"))
+    with FinetuneProgress(epochs=config.epochs, enabled=None if progress else False) as reporter:
+        result = finetune(config, on_step=reporter.on_step, on_epoch=reporter.on_epoch)
     final, best = result.metrics["final"], result.metrics["best"]
     summary = f"test accuracy {final['test_acc']:.2f}% after {final['epoch']} epochs"
     if best is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from typing import Annotated, Any, Optional
 
 import typer
@@ -31,23 +30,45 @@ def _max_shape(text: str) -> tuple[int, int, int, int]:
     return sizes  # type: ignore[return-value]
 
 
-class StepPrinter:
-    """Progress on stderr: a rewritten line on a terminal, otherwise one line every ``every`` steps."""
+def step_status(record: dict[str, Any]) -> str:
+    """``loss 2.1000 acc 23.4% lr 0.001 grad 1.20`` for one training record."""
+    return (f"loss {record['loss']:.4f} acc {100 * record['acc']:.1f}% lr {record['lr']:.3g} "
+            f"grad {record['grad_norm']:.2f}")
 
-    def __init__(self, *, steps: int, every: int) -> None:
-        self.steps, self.every = steps, every
-        self.live = sys.stderr.isatty()
 
-    def __call__(self, record: dict[str, Any]) -> None:
-        step = record["step"]
-        line = (f"step {step}/{self.steps} loss {record['loss']:.4f} acc {100 * record['acc']:.1f}% "
-                f"lr {record['lr']:.3g} grad {record['grad_norm']:.2f} {record['seconds']:.0f}s")
-        if self.live:
-            end = "\n" if step == self.steps else ""
-            sys.stderr.write(f"\r\033[K{line}{end}")
-        elif step % self.every == 0 or step == self.steps:
-            sys.stderr.write(line + "\n")
-        sys.stderr.flush()
+class _GHNScalars:
+    """TensorBoard scalars of GHN training, one point per step (accuracy in %, images/s from step times)."""
+
+    def __init__(self, log_dir: str, *, images_per_step: int) -> None:
+        from ghnorth_cli.tensorboard_log import ScalarLog
+
+        self.log, self.images_per_step, self.seconds = ScalarLog(log_dir), images_per_step, None
+
+    def add(self, record: dict[str, Any]) -> None:
+        previous = 0.0 if record["step"] == 1 else self.seconds  # unknown for the first step after a resume
+        elapsed = record["seconds"] - previous if previous is not None else None
+        self.seconds = record["seconds"]
+        speed = self.images_per_step / elapsed if elapsed else None
+        self.log.add({"loss": record["loss"], "acc": 100 * record["acc"], "lr": record["lr"],
+                      "grad_norm": record["grad_norm"], "images_per_second": speed}, step=record["step"], prefix="step/")
+
+    def __enter__(self) -> "_GHNScalars":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.log.close()
+
+
+def _scalar_log(tensorboard: str | None, config: Any) -> Any:
+    import contextlib
+    from pathlib import Path
+
+    if tensorboard is None:
+        return contextlib.nullcontext()
+    from ghnorth_cli.tensorboard_log import run_dir
+
+    return _GHNScalars(run_dir(tensorboard, "train-ghn", Path(config.output).stem),
+                       images_per_step=config.batch_size * config.meta_batch)
 
 
 @app.command("train-ghn")
@@ -94,6 +115,9 @@ def train_ghn_command(
     log: Annotated[Optional[str], _opt("--log", help="Append one JSON line per --log-every steps here.",
                    panel=_RUN)] = None,
     log_every: Annotated[int, _opt("--log-every", min=1, help="Log and progress interval.", panel=_RUN)] = 10,
+    tensorboard: Annotated[Optional[str], _opt("--tensorboard", help="Log loss, accuracy, learning rate, gradient "
+                           "norm and images/s per step to TensorBoard, in a new subfolder of this folder "
+                           "(pip install \"ghnorth[tensorboard]\").", panel=_RUN)] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Train a GHN-2 whose predicted parameters classify DATA, over many sampled architectures.
@@ -109,6 +133,7 @@ def train_ghn_command(
     from ghnorth_cli.ghn_training.data import parse_classes
     from ghnorth_cli.ghn_training.distributed import from_environment, process_group
     from ghnorth_cli.ghn_training.run import train_ghn
+    from ghnorth_cli.progress import Progress
 
     if threads is not None:
         torch.set_num_threads(threads)
@@ -121,9 +146,18 @@ def train_ghn_command(
     )
     dist = from_environment()  # several processes under torchrun: one GHN trained with DDP
     if not dist.is_main:
-        logging.getLogger().setLevel(logging.WARNING)  # rank 0 speaks for all
-    with process_group(dist, device=device, meta_batch=meta_batch):
-        result = train_ghn(config, resume=resume, on_step=StepPrinter(steps=steps, every=log_every), dist=dist)
+        logging.getLogger().setLevel(logging.WARNING)  # rank 0 speaks (and draws progress) for all
+    with (process_group(dist, device=device, meta_batch=meta_batch),
+          Progress("training GHN", total=steps) as progress,
+          _scalar_log(tensorboard if dist.is_main else None, config) as scalars):
+        def on_step(record: dict[str, Any]) -> None:
+            progress.update(completed=record["step"], status=step_status(record))
+            if record["step"] % log_every == 0 or record["step"] == steps:
+                progress.line(f"step {record['step']}/{steps} {step_status(record)} {record['seconds']:.0f}s")
+            if scalars is not None:
+                scalars.add(record)
+
+        result = train_ghn(config, resume=resume, on_step=on_step, dist=dist)
     if not dist.is_main:
         return
     summary = {"output": result.output, "steps": result.steps, "seconds": round(result.seconds, 1),

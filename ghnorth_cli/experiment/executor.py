@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ghnorth_cli.experiment.initspec import OrthSettings
+from ghnorth_cli.experiment.initspec import WEIGHT_SELECTION, OrthSettings
 from ghnorth_cli.experiment.materialize import GhnPredictor, LoadedGhnPredictor, materialize_init
 from ghnorth_cli.experiment.plan import Run
 from ghnorth_cli.experiment.runner import INITS_DIR, RunPaths
@@ -30,6 +30,7 @@ class FinetuneExecutor:
     save_models: bool = False
     save_every: int = 0
     options: dict[str, Any] | None = None  # other FinetuneConfig fields, e.g. {"amp": False}
+    tensorboard: str | None = None  # TensorBoard folder: each run logs into <tensorboard>/<run_id>
     predictor: GhnPredictor = field(default_factory=LoadedGhnPredictor)
 
     def preflight(self, runs: Sequence[Run]) -> None:
@@ -39,6 +40,7 @@ class FinetuneExecutor:
         """
         from ghnorth_cli.finetune.data import load_dataset
         from ghnorth_cli.models import resolve_spec
+        from ghnorth_cli.weight_selection import load_teacher
 
         if not runs:
             return
@@ -50,16 +52,18 @@ class FinetuneExecutor:
         for source in dict.fromkeys(r.init.source for r in runs if r.init.needs_materializing):
             if check is not None:
                 check(source)
+        teachers = dict.fromkeys((r.init.source, int(r.hparams.get("img_size") or DEFAULT_IMG_SIZE),
+                                  r.hparams.get("small_input")) for r in runs if r.init.kind == WEIGHT_SELECTION)
+        for teacher, img_size, small_input in teachers:  # the teacher's weights can be had (pretrained ones cached)
+            load_teacher(teacher, img_size=img_size, small_input=small_input)
         data = runs[0].data
         dataset = load_dataset(data.data, data_dir=self.data_dir, download=self.download, img_size=8)
         log.info("data %s: %d training images, %d classes", dataset.name, len(dataset.train), dataset.num_classes)
 
     def init_for(self, run: Run) -> str:
         """What ``--init`` fine-tuning gets: a built-in name or a checkpoint file."""
-        if run.init.kind == "checkpoint":
-            return str(run.init.source)
         if not run.init.needs_materializing:
-            return run.init.kind
+            return run.init.finetune_init
         img_size = int(run.hparams.get("img_size") or DEFAULT_IMG_SIZE)
         path = materialize_init(run.init, arch=run.arch, img_size=img_size, small_input=run.hparams.get("small_input"),
                                 seed=run.seed, data=run.data.data,
@@ -76,6 +80,7 @@ class FinetuneExecutor:
             "device": self.device, "log": str(paths.log),
             "output": str(paths.checkpoint) if self.save_models else None,
             "state": str(paths.state) if self.save_every else None, "save_every": self.save_every, "resume": resume,
+            "tensorboard": str(Path(self.tensorboard) / run.run_id) if self.tensorboard else None,
         }
         result = finetune(FinetuneConfig(**fields))
         if self.save_every:

@@ -2,7 +2,9 @@
 
 ``default`` / ``orth`` / ``pretrained`` are fine-tuning's own inits; ``ghn:G`` predicts the
 parameters with the GHN ``G`` (a known GHN name or a file); ``ghn-orth:G`` then applies GHN-orth
-post-processing; anything else is a checkpoint file, which serves the architecture it holds.
+post-processing; ``weight-selection:T`` selects weights of the larger model ``T`` (a checkpoint file
+or a pretrained model name) as fine-tuning's ``--init weight-selection:T`` does; anything else is a
+checkpoint file, which serves the architecture it holds.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ghnorth_cli.errors import GhnorthError
+from ghnorth_cli.finetune.config import WEIGHT_SELECTION
 
 BUILTIN_INITS = ("default", "orth", "pretrained")
 GHN_KINDS = ("ghn", "ghn-orth")
@@ -26,8 +29,8 @@ class InitSpecError(GhnorthError):
 class InitSpec:
     """One initialization to compare: ``kind`` plus the GHN or checkpoint it needs."""
 
-    kind: str  # "default" | "orth" | "pretrained" | "ghn" | "ghn-orth" | "checkpoint"
-    source: str | None = None  # GHN name/file for ghn kinds, the file for "checkpoint"
+    kind: str  # "default" | "orth" | "pretrained" | "ghn" | "ghn-orth" | "weight-selection" | "checkpoint"
+    source: str | None = None  # GHN name/file for ghn kinds, the teacher for weight selection, the file for "checkpoint"
 
     @property
     def label(self) -> str:
@@ -48,6 +51,13 @@ class InitSpec:
     def needs_materializing(self) -> bool:
         return self.kind in GHN_KINDS
 
+    @property
+    def finetune_init(self) -> str:
+        """What fine-tuning's ``--init`` gets for an init that needs no materializing."""
+        if self.kind == "checkpoint":
+            return str(self.source)
+        return f"{self.kind}:{self.source}" if self.kind == WEIGHT_SELECTION else self.kind
+
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "label": self.label}
 
@@ -66,10 +76,15 @@ def parse_init(text: str) -> InitSpec:
         if not source:
             raise InitSpecError(f"--init {value}: name a GHN after the colon, e.g. {kind}:ghn2-imagenet")
         return InitSpec(kind, source)
+    if sep and kind == WEIGHT_SELECTION:
+        if not source:
+            raise InitSpecError(f"--init {value}: name a larger model after the colon, e.g. {kind}:resnet50")
+        return InitSpec(kind, source)
     if Path(value).is_file():
         return InitSpec("checkpoint", value)
     raise InitSpecError(
-        f"--init {value!r} is neither default, orth, pretrained, ghn:G, ghn-orth:G nor an existing checkpoint file"
+        f"--init {value!r} is neither default, orth, pretrained, ghn:G, ghn-orth:G, weight-selection:T "
+        "nor an existing checkpoint file"
     )
 
 

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from ghnorth_cli.errors import GhnorthError
 
 INIT_METHODS = ("default", "orth", "pretrained")
+WEIGHT_SELECTION = "weight-selection"  # --init weight-selection:TEACHER
 
 
 @dataclass(frozen=True)
@@ -17,7 +18,7 @@ class FinetuneConfig:
 
     data: str
     arch: str | None = None
-    init: str = "default"  # "default" | "orth" | "pretrained" | path to a checkpoint
+    init: str = "default"  # "default" | "orth" | "pretrained" | "weight-selection:T" | path to a checkpoint
     data_dir: str | None = None
     download: bool = False
     labels_per_class: int | None = None
@@ -51,6 +52,7 @@ class FinetuneConfig:
     state: str | None = None  # resumable state file
     save_every: int = 0
     resume: bool = False
+    tensorboard: str | None = None  # this run's TensorBoard folder (events written there)
 
     def __post_init__(self) -> None:
         choices = {"opt": ("sgd", "adamw"), "save_model": ("best", "last")}
@@ -63,6 +65,8 @@ class FinetuneConfig:
                 raise GhnorthError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.warmup_epochs < self.epochs:
             raise GhnorthError(f"--warmup-epochs must be below --epochs ({self.epochs}), got {self.warmup_epochs}")
+        if self.init.startswith(WEIGHT_SELECTION + ":") and not self.init_teacher:
+            raise GhnorthError("--init weight-selection:T needs a teacher T (a checkpoint file or a model name)")
         if self.save_model == "best" and not self.val_size:
             raise GhnorthError("--save-model best needs a validation set (--val-size)")
 
@@ -74,7 +78,20 @@ class FinetuneConfig:
 
     @property
     def init_is_checkpoint(self) -> bool:
-        return self.init not in INIT_METHODS
+        return self.init not in INIT_METHODS and self.init_teacher is None
+
+    @property
+    def init_method(self) -> str:
+        """``default`` | ``orth`` | ``pretrained`` | ``weight-selection`` | ``checkpoint``."""
+        if self.init_teacher is not None:
+            return WEIGHT_SELECTION
+        return "checkpoint" if self.init_is_checkpoint else self.init
+
+    @property
+    def init_teacher(self) -> str | None:
+        """The teacher of ``--init weight-selection:T``, else None."""
+        method, sep, teacher = self.init.partition(":")
+        return teacher if sep and method == WEIGHT_SELECTION else None
 
 
 @dataclass(frozen=True)

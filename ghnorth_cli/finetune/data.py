@@ -159,13 +159,24 @@ def _cifar_split(path: Path, label_key: str) -> Split:
 
 
 def _download_cifar(name: str, root: Path) -> None:
+    """torchvision's CIFAR archive, fetched by ghnorth's downloader (its progress style), md5-checked, unpacked."""
     from torchvision.datasets import CIFAR10, CIFAR100
-    from torchvision.datasets.utils import download_and_extract_archive
+    from torchvision.datasets.utils import check_integrity, extract_archive
+
+    from ghnorth_cli.ghn.download import download
 
     cls = CIFAR10 if name == "cifar10" else CIFAR100
+    archive = root / cls.filename
     try:
         root.mkdir(parents=True, exist_ok=True)
-        download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
+        if not check_integrity(str(archive), cls.tgz_md5):
+            download(cls.url, archive)
+            if not check_integrity(str(archive), cls.tgz_md5):
+                archive.unlink()
+                raise DatasetError(f"could not download {name} into {root}: the archive's md5 is not {cls.tgz_md5}")
+        extract_archive(str(archive), str(root))
+    except DatasetError:
+        raise
     except Exception as exc:  # network errors come in many types
         raise DatasetError(f"could not download {name} into {root}: {exc}") from None
 

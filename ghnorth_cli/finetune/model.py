@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ghnorth_cli.errors import GhnorthError
-from ghnorth_cli.finetune.config import FinetuneConfig
+from ghnorth_cli.finetune.config import WEIGHT_SELECTION, FinetuneConfig
 from ghnorth_cli.models import ModelSpec, adapt_small_input, classifier_tensor_names, create_model, resolve_spec
 
 log = logging.getLogger(__name__)
@@ -29,13 +29,18 @@ class StartingModel:
     replaced: list[str]  # classifier tensors made fresh for the dataset's classes
     history: list[dict[str, Any]] = field(default_factory=list)  # the init checkpoint's provenance
     inputs: dict[str, str] = field(default_factory=dict)  # input name -> sha256
+    unmatched: dict[str, str] = field(default_factory=dict)  # weight selection: kept at the own init, and why
 
     def report(self) -> dict[str, Any]:
-        return {"init_loaded": len(self.loaded), "init_replaced": list(self.replaced)}
+        report = {"init_loaded": len(self.loaded), "init_replaced": list(self.replaced)}
+        return {**report, "init_unmatched": dict(self.unmatched)} if self.unmatched else report
 
     def describe(self, init: str) -> str:
         if init == "default":
             return f"{self.spec.arch}: the model's own initialization (seeded)"
+        if init.startswith(WEIGHT_SELECTION + ":"):
+            return (f"{self.spec.arch}: {len(self.loaded)} tensors selected from {init.partition(':')[2]}, "
+                    f"{len(self.unmatched)} unmatched and the classifier at the model's own init")
         if init == "orth":
             return f"{self.spec.arch}: {len(self.loaded)} weights orthogonal (Eq. 2), the rest default"
         return (f"{self.spec.arch}: loaded {len(self.loaded)} tensors from {init}; new classifier "
@@ -100,6 +105,14 @@ def build_starting_model(config: FinetuneConfig, *, num_classes: int) -> Startin
     if config.init == "pretrained":
         loaded, replaced = _load_except_classifier(model, _pretrained_tensors(spec))
         return StartingModel(model, spec, loaded, replaced)
+    if config.init_teacher is not None:
+        from ghnorth_cli.weight_selection import select_from_teacher_
+
+        teacher, result = select_from_teacher_(model, config.init_teacher, img_size=spec.img_size,
+                                               small_input=spec.small_input)
+        inputs = {teacher.name: teacher.sha256} if teacher.sha256 else {}
+        return StartingModel(model, spec, result.selected, result.classifier, inputs=inputs,
+                             unmatched=result.unmatched)
     from ghnorth_cli.inits import init_model_
 
     changed = init_model_(model, method=config.init, generator=torch.Generator().manual_seed(config.seed))

@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -22,6 +22,9 @@ from ghnorth_cli.finetune.splits import FinetuneSplits, make_splits
 from ghnorth_cli.finetune.state import check_same_run, default_state_path, load_state, save_state
 from ghnorth_cli.finetune.trainer import NonFiniteLossError, StepCallback, Trainer
 from ghnorth_cli.models import ModelSpec
+
+if TYPE_CHECKING:
+    from ghnorth_cli.tensorboard_log import ScalarLog
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,15 @@ class _Progress:
     best_model: dict[str, torch.Tensor] | None = None
     train_seconds: float = 0.0
     train_images: int = 0
+
+
+def _scalar_log(log_dir: str | None) -> contextlib.AbstractContextManager[ScalarLog | None]:
+    """TensorBoard scalars into ``log_dir`` (``--tensorboard``), or nothing."""
+    if log_dir is None:
+        return contextlib.nullcontext()
+    from ghnorth_cli.tensorboard_log import ScalarLog
+
+    return ScalarLog(log_dir)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -126,10 +138,12 @@ def _epoch_record(epoch: int, trainer: Trainer, train: dict[str, float], val: di
 
 
 def _train_epochs(config: FinetuneConfig, trainer: Trainer, splits: FinetuneSplits, progress: _Progress, *,
-                  state_path: str | None, on_step: StepCallback | None, on_epoch: EpochCallback | None) -> None:
+                  state_path: str | None, on_step: StepCallback | None, on_epoch: EpochCallback | None,
+                  scalars: ScalarLog | None = None) -> None:
+    on_batch = (lambda step, values: scalars.add(values, step=step, prefix="step/")) if scalars else None
     for epoch in range(progress.epoch + 1, config.epochs + 1):
         try:
-            train = trainer.train_epoch(epoch, on_step=on_step)
+            train = trainer.train_epoch(epoch, on_step=on_step, on_batch=on_batch)
         except NonFiniteLossError as exc:
             saved = progress.epoch - progress.epoch % config.save_every if config.save_every else 0
             kept = (f"the last good state (epoch {saved}) is kept in {state_path}" if saved
@@ -145,6 +159,8 @@ def _train_epochs(config: FinetuneConfig, trainer: Trainer, splits: FinetuneSpli
             progress.best = {"epoch": epoch, "val_acc": val["acc"], "val_loss": val["loss"]}
             progress.best_model = {k: v.detach().to("cpu", copy=True) for k, v in trainer.model.state_dict().items()}
         _append_log(config.log, record)
+        if scalars is not None:
+            scalars.add({k: v for k, v in record.items() if k not in ("epoch", "step")}, step=epoch, prefix="epoch/")
         if config.save_every and (epoch % config.save_every == 0 or epoch == config.epochs):
             _save_progress(state_path, trainer, progress, config)
         if on_epoch is not None:
@@ -210,7 +226,8 @@ def finetune(
     log.info("%s", start.describe(config.init))
     deterministic = device.type == "cpu" if config.deterministic is None else config.deterministic
     cuda_devices = [device.index or 0] if device.type == "cuda" else []
-    with _deterministic(deterministic), torch.random.fork_rng(devices=cuda_devices):
+    with _deterministic(deterministic), torch.random.fork_rng(devices=cuda_devices), \
+            _scalar_log(config.tensorboard) as scalars:
         torch.manual_seed(config.seed)
         trainer = Trainer(start.model, config=config, train=splits.train, mean=dataset.mean, std=dataset.std,
                           img_size=_image_size(config, start), device=device)
@@ -218,8 +235,13 @@ def finetune(
         progress = _resume(state_path, trainer, config) if config.resume else _Progress()
         if config.log is not None:
             _write_text_atomic(config.log, "".join(json.dumps(r, sort_keys=True) + "\n" for r in progress.records))
-        _train_epochs(config, trainer, splits, progress, state_path=state_path, on_step=on_step, on_epoch=on_epoch)
+        _train_epochs(config, trainer, splits, progress, state_path=state_path, on_step=on_step, on_epoch=on_epoch,
+                      scalars=scalars)
         evaluation = _final_metrics(trainer, splits, progress)
+        if scalars is not None:
+            final, best = evaluation["final"], evaluation["best"] or {}
+            scalars.add({"test_loss": final["test_loss"], "test_acc": final["test_acc"],
+                         "best_test_acc": best.get("test_acc")}, step=progress.epoch, prefix="epoch/")
     model = trainer.model.to("cpu")
     if config.save_model == "best" and progress.best_model is not None:
         model.load_state_dict(progress.best_model)
@@ -233,7 +255,7 @@ def finetune(
         "device": str(device),
         "dataset": _describe_data(config, dataset, splits),
         "model": start.spec.to_dict(),
-        "init": {"method": "checkpoint" if config.init_is_checkpoint else config.init, **start.report()},
+        "init": {"method": config.init_method, **start.report()},
         "config": config.to_dict(),
         "versions": library_versions(),
     }

@@ -18,7 +18,8 @@ from ghnorth_cli.errors import GhnorthError
 
 STATE_VERSION = 1
 # Options that may differ between an interrupted run and its resumption.
-RESUMABLE_CHANGES = frozenset({"resume", "save_every", "state", "output", "metrics", "log", "compile", "device"})
+RESUMABLE_CHANGES = frozenset({"resume", "save_every", "state", "output", "metrics", "log", "compile", "device",
+                               "tensorboard"})
 
 
 def default_state_path(output: str | None) -> str | None:

@@ -17,6 +17,8 @@ from ghnorth_cli.finetune.config import FinetuneConfig
 from ghnorth_cli.finetune.data import Split
 
 StepCallback = Callable[[int, int, int, float, float], None]  # epoch, step, steps, mean loss, mean acc %
+# global step, {"loss", "acc" (%), "lr", "grad_norm", "images_per_second"} of that one batch
+BatchCallback = Callable[[int, dict[str, float]], None]
 
 
 class NonFiniteLossError(GhnorthError):
@@ -88,13 +90,19 @@ class Trainer:
         loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
         return loss, (logits.argmax(1) == labels).sum()
 
-    def train_epoch(self, epoch: int, *, on_step: StepCallback | None = None) -> dict[str, float]:
-        """One pass over the shuffled, augmented training set; mean loss and accuracy (%)."""
+    def train_epoch(self, epoch: int, *, on_step: StepCallback | None = None,
+                    on_batch: BatchCallback | None = None) -> dict[str, float]:
+        """One pass over the shuffled, augmented training set; mean loss and accuracy (%).
+
+        ``on_batch`` also gets each batch's gradient norm (before clipping), which costs a pass
+        over the gradients: it is computed only when clipping or when ``on_batch`` is given.
+        """
         cfg = self.config
         self.model.train()
         order = torch.randperm(len(self.train_y), generator=self.shuffle_gen).to(self.device)
         loss_sum, correct, seen, start = 0.0, 0, 0, time.perf_counter()
         for i in range(self.steps_per_epoch):
+            batch_start = time.perf_counter()
             index = order[i * self.batch_size : (i + 1) * self.batch_size]
             images = random_crop_flip(self.train_x[index], padding=cfg.crop_padding, flip=cfg.hflip,
                                       generator=self.augment_gen)
@@ -105,8 +113,10 @@ class Trainer:
             value = loss.item()
             if not math.isfinite(value):
                 raise NonFiniteLossError(epoch=epoch, step=i + 1, value=value)
-            if cfg.clip_grad:
-                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
+            grad_norm = None
+            if cfg.clip_grad or on_batch is not None:  # an infinite threshold only measures the norm
+                grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad or math.inf)
+            lr = self.lr()
             self.optimizer.step()
             self.step += 1
             self.scheduler.step_update(num_updates=self.step)
@@ -114,6 +124,10 @@ class Trainer:
             loss_sum, correct, seen = loss_sum + value * n, correct + int(hits), seen + n
             if on_step is not None:
                 on_step(epoch, i + 1, self.steps_per_epoch, loss_sum / seen, 100.0 * correct / seen)
+            if on_batch is not None:
+                on_batch(self.step, {"loss": value, "acc": 100.0 * int(hits) / n, "lr": lr,
+                                     "grad_norm": float(grad_norm),
+                                     "images_per_second": n / max(time.perf_counter() - batch_start, 1e-9)})
         seconds = time.perf_counter() - start
         return {"train_loss": loss_sum / seen, "train_acc": 100.0 * correct / seen,
                 "train_images": seen, "train_seconds": seconds}

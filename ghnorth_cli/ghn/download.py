@@ -1,19 +1,18 @@
-"""Downloading a file atomically, with a progress bar on stderr and a git-blob integrity check."""
+"""Downloading a file atomically, with progress on stderr and a git-blob integrity check."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
 import os
-import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import IO
 
 from ghnorth_cli.errors import GhnorthError
+from ghnorth_cli.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -39,49 +38,10 @@ def git_blob_id(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-class _Progress:
-    """A one-line progress bar on stderr (redrawn on a terminal, start and end lines otherwise)."""
-
-    def __init__(self, label: str, total: int | None, *, stream: IO[str] | None = None) -> None:
-        self.label, self.total, self.done = label, total, 0
-        self.stream = stream or sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.last = 0.0
-        if not self.tty:
-            size = f" ({self.total / 1e6:.1f} MB)" if self.total else ""
-            self.stream.write(f"downloading {self.label}{size}\n")
-
-    def update(self, n: int) -> None:
-        self.done += n
-        now = time.monotonic()
-        if self.tty and now - self.last > 0.1:
-            self.last = now
-            self._draw()
-
-    def _draw(self) -> None:
-        if self.total:
-            frac = min(self.done / self.total, 1.0)
-            bar = "#" * int(frac * 30)
-            text = f"\r{self.label} [{bar:<30}] {frac:4.0%} {self.done / 1e6:.1f}/{self.total / 1e6:.1f} MB"
-        else:
-            text = f"\r{self.label} {self.done / 1e6:.1f} MB"
-        self.stream.write(text)
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.tty:
-            self._draw()
-            self.stream.write("\n")
-        else:
-            self.stream.write(f"downloaded {self.label} ({self.done / 1e6:.1f} MB)\n")
-        self.stream.flush()
-
-
-def _stream_to(response, out: IO[bytes], progress: _Progress | None) -> None:
+def _stream_to(response, out: IO[bytes], progress: Progress) -> None:
     for chunk in iter(lambda: response.read(CHUNK), b""):
         out.write(chunk)
-        if progress:
-            progress.update(len(chunk))
+        progress.advance(len(chunk))
 
 
 def download(url: str, dest: str | Path, *, git_blob: str | None = None, progress: bool = True,
@@ -99,10 +59,9 @@ def download(url: str, dest: str | Path, *, git_blob: str | None = None, progres
             try:
                 with urllib.request.urlopen(url, timeout=timeout) as response:
                     total = response.headers.get("Content-Length")
-                    bar = _Progress(dest.name, int(total) if total else None) if progress else None
-                    _stream_to(response, out, bar)
-                    if bar:
-                        bar.close()
+                    with Progress(f"downloading {dest.name}", total=int(total) if total else None, unit="bytes",
+                                  enabled=None if progress else False) as bar:
+                        _stream_to(response, out, bar)
             except urllib.error.HTTPError as exc:
                 raise DownloadError(url, f"HTTP {exc.code} {exc.reason}") from None
             except (urllib.error.URLError, OSError, ValueError) as exc:
