@@ -39,6 +39,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="fashion-mnist")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--labels-per-class", type=int, default=10)
+    p.add_argument("--val-size", default="500", help="Validation images (a count or a fraction; default 500).")
     p.add_argument("--img-size", type=int, default=16)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--threads", type=int, default=1, help="--threads of each run (default 1).")
@@ -49,7 +50,7 @@ def parser() -> argparse.ArgumentParser:
 def experiment_command(args: argparse.Namespace, out_dir: Path, jobs: int) -> list[str]:
     command = [sys.executable, "-m", "ghnorth_cli", "-q", "experiment", "run", "-o", str(out_dir),
                "-a", args.arch, "--data", args.data, "--labels-per-class", str(args.labels_per_class),
-               "--val-size", "0.1", "--init", "default", "--seeds", str(args.runs),
+               "--val-size", args.val_size, "--init", "default", "--seeds", str(args.runs),
                "--set", f"img_size={args.img_size}", "--set", f"epochs={args.epochs}",
                "--device", args.device, "--jobs", str(jobs), "--threads", str(args.threads)]
     if args.data_dir:
