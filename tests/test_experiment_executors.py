@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
-import json
+import logging
 import os
 import threading
 import time
@@ -105,6 +105,7 @@ class ThreadsSeen(FakeExecutor):
             os._exit(3)
         if run.run_id == self.hang:
             time.sleep(600)
+        logging.getLogger("ghnorth_cli.fake").info("fake fine-tuning of %s", run.run_id)
         metrics = super().__call__(run, paths)
         return {**metrics, "threads": torch.get_num_threads()}
 
@@ -112,8 +113,18 @@ class ThreadsSeen(FakeExecutor):
 def test_serial_runs_use_the_fixed_threads_and_log_to_their_folder(tmp_path):
     exp = experiment(seeds=(0,))
     before = torch.get_num_threads()
-    outcomes = run_experiment(exp, plan_runs(exp), out_dir=tmp_path, executor=ThreadsSeen(), threads=1)
+    root, stderr = logging.getLogger(), io.StringIO()
+    handler, level = logging.StreamHandler(stderr), root.level
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)  # ghnorth -q
+    try:
+        outcomes = run_experiment(exp, plan_runs(exp), out_dir=tmp_path, executor=ThreadsSeen(), threads=1)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
     assert {o.metrics["threads"] for o in outcomes} == {1} and torch.get_num_threads() == before
+    run_log = (tmp_path / "runs" / outcomes[0].run.run_id / "run.log").read_text()
+    assert f"fake fine-tuning of {outcomes[0].run.run_id}" in run_log and "fake" not in stderr.getvalue()
     outcomes = run_experiment(exp, plan_runs(exp), out_dir=tmp_path / "two", executor=ThreadsSeen(), threads=2)
     assert {o.metrics["threads"] for o in outcomes} == {2}
     assert read_json(tmp_path / "two" / "runs" / outcomes[0].run.run_id / "config.json")["execution"]["threads"] == 2

@@ -85,17 +85,24 @@ def _run_log(paths: RunPaths, *, only: bool) -> Iterator[None]:
     handler = logging.FileHandler(paths.run_log, mode="w", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     before = (list(root.handlers), root.level)
+    quieted = []
     if only:
         root.handlers = [handler]
-        root.setLevel(logging.INFO)
-    else:
-        handler.setLevel(logging.INFO)
+    else:  # the handlers already there keep their level (-q stays quiet on stderr), run.log gets INFO
+        for other in root.handlers:
+            if other.level < root.level:
+                quieted.append((other, other.level))
+                other.setLevel(root.level)
         root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > logging.INFO:  # -v (DEBUG) stays as it is
+        root.setLevel(logging.INFO)
     try:
         yield
     finally:
         root.handlers, level = before
         root.setLevel(level)
+        for other, other_level in quieted:
+            other.setLevel(other_level)
         handler.close()
 
 
