@@ -113,14 +113,25 @@ def _with_device(run_fn: RunFunction, device: str | None) -> RunFunction:
 
 
 def run_task(task: RunTask, *, in_process: bool = False) -> RunOutcome:
-    """Execute one task: its log in run.log, ``task.threads`` torch threads, the slot's device."""
+    """Execute one task: its log in run.log, ``task.threads`` torch threads, the slot's device.
+
+    In a worker (not ``in_process``) an unexpected exception also fails only this run: its traceback
+    goes to run.log and its one-line summary to metrics.json. In this process it propagates, as it
+    did before executors existed.
+    """
     from ghnorth_cli.threads import intra_op_threads
 
     run_fn = _with_device(task.run_fn, task.device)
     execution = {"executor": task.executor, "threads": task.threads,
                  "device": task.device or getattr(task.run_fn, "device", None)}
     with _run_log(task.paths, only=not in_process), intra_op_threads(task.threads):
-        return execute_run(task.run, task.paths, run_fn, execution=execution)
+        try:
+            return execute_run(task.run, task.paths, run_fn, execution=execution)
+        except Exception as exc:
+            if in_process:
+                raise
+            log.exception("run %s stopped by an unexpected error", task.run.run_id)
+            return record_crash(task.run, task.paths, f"{type(exc).__name__}: {exc} (traceback in run.log)")
 
 
 def _child_main(task: RunTask) -> None:
