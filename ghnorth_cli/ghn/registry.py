@@ -166,8 +166,8 @@ def _fetch(url: str, dest: Path, *, git_blob: str | None, name: str, progress: b
     if dest.is_file():
         _check_cached(dest, git_blob=git_blob, name=name)
         return dest
-    how = (f"get {url} on a machine with internet access and give the file's path where you gave the name "
-           f"{name!r}, or copy it to {dest}")
+    how = (f"get {url} on a machine with internet access and give ghnorth that file's path instead of the "
+           f"name {name!r}, or copy it to {dest}")
     if offline():
         raise GHNNotAvailableError(f"GHN {name!r} is not cached and {OFFLINE_ENV} is set; {how}")
     log.info("GHN %s is not cached; downloading it to %s", name, dest)
