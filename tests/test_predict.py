@@ -199,7 +199,7 @@ def test_predict_offline_error(cli, tmp_path: Path, monkeypatch) -> None:
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("ghnorth: error: GHN 'ghn2-imagenet' is not cached")
-    assert "path instead of the name 'ghn2-imagenet'" in lines[-1] and "ghn2_imagenet.pt" in lines[-1]
+    assert "give its path instead of" in lines[-1] and "ghn2_imagenet.pt" in lines[-1]
     assert not out.exists()
 
 

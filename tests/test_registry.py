@@ -166,7 +166,7 @@ def test_offline_error_says_where_to_get_the_file(home: Path) -> None:
     with pytest.raises(GHNNotAvailableError) as info:
         resolve_ghn("ghn2-imagenet", registry={"ghn2-imagenet": entry}, progress=False)
     message = str(info.value)
-    assert "not cached" in message and entry.url in message and "path instead of the name" in message
+    assert "not cached" in message and entry.url in message and "give its path instead of" in message
     assert str(home / "ghns" / "ghn2_imagenet.pt") in message
 
 

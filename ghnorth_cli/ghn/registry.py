@@ -155,7 +155,7 @@ def resolve_ghn(spec: str | None = None, *, registry: Mapping[str, PretrainedGHN
     if path.is_file():
         return ResolvedGHN(path, spec)
     names = ", ".join(registry)
-    # No option named here: predict takes the GHN as --ghn, experiment as --init ghn:G, ghn eval as an argument.
+    # No option name here either (see _fetch).
     raise GHNNotAvailableError(f"GHN {spec!r}: no such file, and not a known GHN ({names}) or an http(s) URL")
 
 
@@ -166,8 +166,8 @@ def _fetch(url: str, dest: Path, *, git_blob: str | None, name: str, progress: b
     if dest.is_file():
         _check_cached(dest, git_blob=git_blob, name=name)
         return dest
-    how = (f"get {url} on a machine with internet access and give ghnorth that file's path instead of the "
-           f"name {name!r}, or copy it to {dest}")
+    # No option name here: predict and embed take --ghn, ghn eval a GHN argument, experiment --init ghn:G.
+    how = f"get {url} on a machine with internet access and give its path instead of {name!r}, or copy it to {dest}"
     if offline():
         raise GHNNotAvailableError(f"GHN {name!r} is not cached and {OFFLINE_ENV} is set; {how}")
     log.info("GHN %s is not cached; downloading it to %s", name, dest)
