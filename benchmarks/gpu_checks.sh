@@ -4,7 +4,9 @@
 #   - predict's speed on CUDA (bench_predict.py --device cuda);
 #   - GHN-3: parity with the reference on CUDA, CUDA equals CPU, speed and GHN-3-XL end to end (bench_ghn3.py);
 #   - finetune's training step against a bare PyTorch loop, ResNet-50 at 32 px, batch 96, bf16 (target >= 0.8);
-#   - a short finetune and train-ghn run on CUDA end to end.
+#   - a short finetune and train-ghn run on CUDA end to end;
+#   - experiment throughput: 4 few-shot ResNet-18 runs packed on one GPU (--jobs 4 --runs-per-gpu 4)
+#     against one run at a time (--jobs 1), 8 runs each (bench_experiment_jobs.py).
 # Results go to ${OUT:-benchmarks/results}/gpu_checks.md. Without a GPU each step says so and the script exits 1.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -35,4 +37,7 @@ export PYTHONUNBUFFERED=1
   ghnorth train-ghn --data fashion-mnist --classes 0-4 --steps 20 --meta-batch 4 --batch-size 32 \
     --device cuda -o "$out/ghn_cuda.safetensors" 2>&1 | tail -2
   echo '```'
+  echo; echo "## packed few-shot runs on one GPU"
+  python benchmarks/bench_experiment_jobs.py --device cuda --jobs 1,4 --runs 8 --arch resnet18 \
+    --labels-per-class 100 --img-size 32 --epochs 2 2>&1 | tail -9
 } | tee "$report"

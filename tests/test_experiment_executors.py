@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
-import json
+import logging
 import os
 import threading
 import time
@@ -96,15 +96,18 @@ def test_init_cache_is_filled_once_when_workers_ask_at_the_same_moment(tmp_path)
 class ThreadsSeen(FakeExecutor):
     """Records the torch threads a run had; one run ends its process abruptly, one never ends."""
 
-    def __init__(self, *, crash: str = "", hang: str = "", seen: Path | None = None):
+    def __init__(self, *, crash: str = "", hang: str = "", bug: str = ""):
         super().__init__()
-        self.crash, self.hang, self.seen = crash, hang, seen
+        self.crash, self.hang, self.bug = crash, hang, bug
 
     def __call__(self, run, paths):
         if run.run_id == self.crash:
             os._exit(3)
+        if run.run_id == self.bug:
+            raise RuntimeError("an unexpected bug")
         if run.run_id == self.hang:
             time.sleep(600)
+        logging.getLogger("ghnorth_cli.fake").info("fake fine-tuning of %s", run.run_id)
         metrics = super().__call__(run, paths)
         return {**metrics, "threads": torch.get_num_threads()}
 
@@ -112,23 +115,35 @@ class ThreadsSeen(FakeExecutor):
 def test_serial_runs_use_the_fixed_threads_and_log_to_their_folder(tmp_path):
     exp = experiment(seeds=(0,))
     before = torch.get_num_threads()
-    outcomes = run_experiment(exp, plan_runs(exp), out_dir=tmp_path, executor=ThreadsSeen(), threads=1)
+    root, stderr = logging.getLogger(), io.StringIO()
+    handler, level = logging.StreamHandler(stderr), root.level
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)  # ghnorth -q
+    try:
+        outcomes = run_experiment(exp, plan_runs(exp), out_dir=tmp_path, executor=ThreadsSeen(), threads=1)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
     assert {o.metrics["threads"] for o in outcomes} == {1} and torch.get_num_threads() == before
+    run_log = (tmp_path / "runs" / outcomes[0].run.run_id / "run.log").read_text()
+    assert f"fake fine-tuning of {outcomes[0].run.run_id}" in run_log and "fake" not in stderr.getvalue()
     outcomes = run_experiment(exp, plan_runs(exp), out_dir=tmp_path / "two", executor=ThreadsSeen(), threads=2)
     assert {o.metrics["threads"] for o in outcomes} == {2}
     assert read_json(tmp_path / "two" / "runs" / outcomes[0].run.run_id / "config.json")["execution"]["threads"] == 2
 
 
-def test_pool_records_a_dead_worker_as_failed_and_the_other_runs_finish(tmp_path):
+def test_pool_records_dead_and_buggy_workers_as_failed_and_the_other_runs_finish(tmp_path):
     exp = experiment(seeds=(0,))
     runs = plan_runs(exp)
-    victim = runs[1].run_id
-    outcomes = run_experiment(exp, runs, out_dir=tmp_path, executor=ThreadsSeen(crash=victim),
+    victim, buggy = runs[1].run_id, runs[2].run_id
+    outcomes = run_experiment(exp, runs, out_dir=tmp_path, executor=ThreadsSeen(crash=victim, bug=buggy),
                               pool=LocalExecutor([None, None]))
     status = {o.run.run_id: o.status for o in outcomes}
-    assert status.pop(victim) == "failed" and set(status.values()) == {"done"}
+    assert status.pop(victim) == status.pop(buggy) == "failed" and set(status.values()) == {"done"}
     failed = read_json(tmp_path / "runs" / victim / "metrics.json")["failed"]
     assert "exited with code 3" in failed
+    assert read_json(tmp_path / "runs" / buggy / "metrics.json")["failed"].startswith("RuntimeError: an unexpected bug")
+    assert "Traceback" in (tmp_path / "runs" / buggy / "run.log").read_text()
     assert {o.metrics.get("threads") for o in outcomes if o.status == "done"} == {1}
 
 

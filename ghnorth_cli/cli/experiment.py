@@ -26,7 +26,6 @@ experiment_app = typer.Typer(
 app.add_typer(experiment_app, name="experiment")
 
 ListOption = Optional[list[str]]
-_SCALE = "Execution at scale"
 AtOption = Annotated[
     str, typer.Option("--at", metavar="final|best", help="Numbers after the last epoch (final) or at the "
                       "best-validation epoch (best).")
@@ -181,27 +180,27 @@ def run_command(
     shard: Annotated[str, typer.Option("--shard", metavar="I/N", help="Run every N-th run from the I-th (to split "
                      "a grid over machines that share no scheduler; merge with `experiment report`).")] = "1/1",
     device: Annotated[str, typer.Option("--device", parser=device_name, help="auto, cpu, cuda, cuda:1 ...")] = "auto",
-    executor_name: Annotated[str, typer.Option("--executor", metavar="local|ray|slurm", rich_help_panel=_SCALE,
+    executor_name: Annotated[str, typer.Option("--executor", metavar="local|ray|slurm",
                              help="Where runs execute: local processes, Ray tasks, or one Slurm job array "
                              "(submitit; its local executor where there is no Slurm).")] = "local",
-    jobs: Annotated[Optional[str], typer.Option("--jobs", "-j", metavar="N|auto", rich_help_panel=_SCALE,
+    jobs: Annotated[Optional[str], typer.Option("--jobs", "-j", metavar="N|auto",
                     help="Runs at once: local pool size (default 1: one after another in this process; auto: "
                     "one per GPU, or a few on a CPU), Ray's cap, Slurm's array parallelism (default 32).")] = None,
-    runs_per_gpu: Annotated[int, typer.Option("--runs-per-gpu", min=1, rich_help_panel=_SCALE,
+    runs_per_gpu: Annotated[int, typer.Option("--runs-per-gpu", min=1,
                             help="Local: runs packed onto one GPU at once (few-shot runs leave most of it "
                             "idle).")] = 1,
-    threads: Annotated[int, typer.Option("--threads", min=1, rich_help_panel=_SCALE, help="Torch CPU threads of "
+    threads: Annotated[int, typer.Option("--threads", min=1, help="Torch CPU threads of "
                        "each run; fixed (and recorded in its config.json) so that numbers do not depend on the "
                        "executor or --jobs.")] = 1,
-    ray_address: Annotated[Optional[str], typer.Option("--ray-address", rich_help_panel=_SCALE, help="Ray: the "
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Ray: the "
                            "cluster to use (e.g. auto, ray://head:10001; default: start Ray here).")] = None,
-    gpus_per_run: Annotated[Optional[float], typer.Option("--gpus-per-run", min=0, rich_help_panel=_SCALE,
+    gpus_per_run: Annotated[Optional[float], typer.Option("--gpus-per-run", min=0,
                             help="Ray: GPUs per run (0.25 packs four on a GPU); Slurm: GPUs per array task.")] = None,
-    cpus_per_run: Annotated[Optional[float], typer.Option("--cpus-per-run", min=0, rich_help_panel=_SCALE,
+    cpus_per_run: Annotated[Optional[float], typer.Option("--cpus-per-run", min=0,
                             help="Ray / Slurm: CPUs per run (default: --threads).")] = None,
-    partition: Annotated[Optional[str], typer.Option("--partition", rich_help_panel=_SCALE, help="Slurm: the "
+    partition: Annotated[Optional[str], typer.Option("--partition", help="Slurm: the "
                          "partition.")] = None,
-    time_minutes: Annotated[int, typer.Option("--time", min=1, metavar="MINUTES", rich_help_panel=_SCALE,
+    time_minutes: Annotated[int, typer.Option("--time", min=1, metavar="MINUTES",
                             help="Slurm: time limit of each run, in minutes.")] = 60,
     save_models: Annotated[bool, typer.Option("--save-models", help="Keep each run's fine-tuned checkpoint.")] = False,
     save_every: Annotated[int, typer.Option("--save-every", min=0, help="Save resumable state every N epochs.")] = 0,

@@ -145,9 +145,10 @@ def train_ghn_command(
     )
     dist = from_environment()  # several processes under torchrun: one GHN trained with DDP
     if not dist.is_main:
-        logging.getLogger().setLevel(logging.WARNING)  # rank 0 speaks for all
-    with Progress("training GHN", total=steps, enabled=None if dist.is_main else False) as progress, \
-            _scalar_log(tensorboard if dist.is_main else None, config) as scalars:
+        logging.getLogger().setLevel(logging.WARNING)  # rank 0 speaks (and draws progress) for all
+    with (process_group(dist, device=device, meta_batch=meta_batch),
+          Progress("training GHN", total=steps) as progress,
+          _scalar_log(tensorboard if dist.is_main else None, config) as scalars):
         def on_step(record: dict[str, Any]) -> None:
             progress.update(completed=record["step"], status=step_status(record))
             if record["step"] % log_every == 0 or record["step"] == steps:
@@ -155,8 +156,7 @@ def train_ghn_command(
             if scalars is not None:
                 scalars.add(record)
 
-        with process_group(dist, device=device, meta_batch=meta_batch):
-            result = train_ghn(config, resume=resume, on_step=on_step, dist=dist)
+        result = train_ghn(config, resume=resume, on_step=on_step, dist=dist)
     if not dist.is_main:
         return
     summary = {"output": result.output, "steps": result.steps, "seconds": round(result.seconds, 1),

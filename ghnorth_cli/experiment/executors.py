@@ -85,17 +85,24 @@ def _run_log(paths: RunPaths, *, only: bool) -> Iterator[None]:
     handler = logging.FileHandler(paths.run_log, mode="w", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     before = (list(root.handlers), root.level)
+    quieted = []
     if only:
         root.handlers = [handler]
-        root.setLevel(logging.INFO)
-    else:
-        handler.setLevel(logging.INFO)
+    else:  # the handlers already there keep their level (-q stays quiet on stderr), run.log gets INFO
+        for other in root.handlers:
+            if other.level < root.level:
+                quieted.append((other, other.level))
+                other.setLevel(root.level)
         root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > logging.INFO:  # -v (DEBUG) stays as it is
+        root.setLevel(logging.INFO)
     try:
         yield
     finally:
         root.handlers, level = before
         root.setLevel(level)
+        for other, other_level in quieted:
+            other.setLevel(other_level)
         handler.close()
 
 
@@ -106,14 +113,25 @@ def _with_device(run_fn: RunFunction, device: str | None) -> RunFunction:
 
 
 def run_task(task: RunTask, *, in_process: bool = False) -> RunOutcome:
-    """Execute one task: its log in run.log, ``task.threads`` torch threads, the slot's device."""
+    """Execute one task: its log in run.log, ``task.threads`` torch threads, the slot's device.
+
+    In a worker (not ``in_process``) an unexpected exception also fails only this run: its traceback
+    goes to run.log and its one-line summary to metrics.json. In this process it propagates, as it
+    did before executors existed.
+    """
     from ghnorth_cli.threads import intra_op_threads
 
     run_fn = _with_device(task.run_fn, task.device)
     execution = {"executor": task.executor, "threads": task.threads,
                  "device": task.device or getattr(task.run_fn, "device", None)}
     with _run_log(task.paths, only=not in_process), intra_op_threads(task.threads):
-        return execute_run(task.run, task.paths, run_fn, execution=execution)
+        try:
+            return execute_run(task.run, task.paths, run_fn, execution=execution)
+        except Exception as exc:
+            if in_process:
+                raise
+            log.exception("run %s stopped by an unexpected error", task.run.run_id)
+            return record_crash(task.run, task.paths, f"{type(exc).__name__}: {exc} (traceback in run.log)")
 
 
 def _child_main(task: RunTask) -> None:

@@ -210,7 +210,7 @@ def resolve_ghn(spec: str | None = None, *, registry: Mapping[str, PretrainedGHN
     if path.is_file():
         return ResolvedGHN(path, spec)
     names = ", ".join(registry)
-    # No option named here: predict takes the GHN as --ghn, experiment as --init ghn:G, ghn eval as an argument.
+    # No option name here either (see _fetch).
     raise GHNNotAvailableError(f"GHN {spec!r}: no such file, and not a known GHN ({names}) or an http(s) URL")
 
 
