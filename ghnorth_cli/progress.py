@@ -6,7 +6,8 @@ Everything goes to stderr (stdout is for data), drawn by `rich <https://rich.rea
   text); :meth:`Progress.line` prints a permanent line above it, and ordinary log records are
   routed above it too, so the bar is never torn;
 - when stderr is not a terminal (a file, a pipe, CI logs, ``TERM=dumb``), plain lines only: one when a task
-  starts, the permanent lines, one when it ends. No control characters.
+  starts (held back until its first report, so a task that fails at once leaves only its error),
+  the permanent lines, one when it ends. No control characters.
 - nothing when the ``ghnorth_cli`` logger is not enabled for INFO (``ghnorth -q``), or when a
   caller passes ``enabled=False``.
 
@@ -67,6 +68,7 @@ class Progress:
         self._started = False  # the task's clock runs (rich starts it once the total is known)
         self._handlers: list[tuple[logging.StreamHandler, Any]] = []
         self._start = 0.0
+        self._start_line: str | None = None
 
     @property
     def live(self) -> bool:
@@ -89,7 +91,8 @@ class Progress:
         else:
             self._console = console
             size = "" if self.total is None else f": {format_amount(self.total, self.unit)}"
-            self._plain(self.description + size)
+            self._start_line = self.description + size  # printed with the first line: a task that fails
+            # before it reports anything (a check at start-up) leaves just its error on stderr
             return self
         # A task whose total is not known yet (fine-tuning before its first step) starts its clock later.
         self._started = self.total is not None
@@ -140,6 +143,9 @@ class Progress:
             self._plain(text)
 
     def _plain(self, text: str) -> None:
+        if self._start_line is not None:
+            start, self._start_line = self._start_line, None
+            self._plain(start)
         self._console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     def _start_display(self) -> None:
