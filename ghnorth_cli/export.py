@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from ghnorth_cli.errors import GhnorthError
+from ghnorth_cli.files import current_umask
 from ghnorth_cli.models import ModelSpec, classifier_modules, model_args_for, skeleton_model, small_input_adapted
 
 log = logging.getLogger(__name__)
@@ -172,8 +173,7 @@ def _write_new_folder(folder: Path, files: Mapping[str, bytes]) -> None:
         tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{folder.name}.", suffix=".tmp"))
         for name, data in files.items():
             (tmp / name).write_bytes(data)
-        mask = os.umask(0)
-        os.umask(mask)
+        mask = current_umask()
         os.chmod(tmp, 0o777 & ~mask)
         for name in files:
             os.chmod(tmp / name, 0o666 & ~mask)

@@ -148,7 +148,8 @@ def refuse_binary_terminal(path: str | Path | None) -> None:
                            "or pass -o FILE")
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's file-creation mask (read without changing it for good)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -258,7 +259,7 @@ def atomic_writer(path: str | Path, *, mode: int | None = None) -> Iterator[IO[b
             yield tmp
             tmp.flush()
             os.fsync(tmp.fileno())
-        os.chmod(tmp_name, (0o666 & ~_umask()) if mode is None else mode)  # mkstemp makes 0600 files
+        os.chmod(tmp_name, (0o666 & ~current_umask()) if mode is None else mode)  # mkstemp makes 0600 files
         os.replace(tmp_name, target)
         tmp_name = None
     except OSError as exc:
