@@ -231,3 +231,19 @@ def test_download_command(cli, server, home: Path, monkeypatch) -> None:
     assert "tiny.pt" in result.stderr  # progress on stderr
     result = cli("ghn", "download", "nope")
     assert result.exit_code == 1 and "not a known GHN" in result.stderr
+
+
+def test_download_without_names_fetches_the_ghn2s_only(cli, monkeypatch) -> None:
+    import ghnorth_cli.ghn.registry as registry_module
+
+    asked = []
+
+    def fake_resolve(name, **kwargs):
+        asked.append(name)
+        return dataclasses.make_dataclass("Resolved", ["path"])(path=Path("/cache") / name)
+
+    monkeypatch.setattr(registry_module, "resolve_ghn", fake_resolve)
+    result = cli("ghn", "download")
+    assert result.exit_code == 0, result.stderr
+    assert asked == [name for name, entry in REGISTRY.items() if entry.hub is None]
+    assert asked and not any(name.startswith("ghn3") for name in asked)  # 3.7 GB only when asked by name

@@ -64,13 +64,14 @@ def list_command(as_json: JsonOption = False) -> None:
 
 @ghn_app.command("download")
 def download_command(
-    names: Annotated[Optional[list[str]], typer.Argument(help="GHN names (default: every known GHN).")] = None,
+    names: Annotated[Optional[list[str]], typer.Argument(help="GHN names (default: every known GHN-2; the "
+                                                         "GHN-3s, 28 MB to 2.6 GB each, by name).")] = None,
 ) -> None:
     """Download known GHNs into the cache (GHN-2: verified by git blob id; GHN-3: via the Hugging Face cache,
     checked and converted once to safetensors)."""
     from ghnorth_cli.ghn.registry import REGISTRY, resolve_ghn
 
-    for name in names or list(REGISTRY):
+    for name in names or [name for name, entry in REGISTRY.items() if entry.hub is None]:
         resolved = resolve_ghn(name)
         typer.echo(f"{name}\t{resolved.path}")
 
