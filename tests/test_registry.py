@@ -231,3 +231,17 @@ def test_download_command(cli, server, home: Path, monkeypatch) -> None:
     assert "tiny.pt" in result.stderr  # progress on stderr
     result = cli("ghn", "download", "nope")
     assert result.exit_code == 1 and "not a known GHN" in result.stderr
+
+
+def test_a_ghn_path_that_is_not_a_file_says_what_it_is(tmp_path) -> None:
+    """`--ghn DIR` said "no such file", sending the user to look for a typo."""
+    import os
+
+    folder = tmp_path / "ghns"
+    folder.mkdir()
+    with pytest.raises(GHNNotAvailableError, match=r"ghns': is a directory, not a GHN file$"):
+        resolve_ghn(str(folder))
+    fifo = tmp_path / "pipe.pt"
+    os.mkfifo(fifo)
+    with pytest.raises(GHNNotAvailableError, match=r"pipe.pt': is a FIFO, not a GHN file$"):
+        resolve_ghn(str(fifo))
