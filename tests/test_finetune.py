@@ -200,3 +200,23 @@ def test_schedule_warms_up_linearly_then_follows_a_cosine_to_zero() -> None:
     assert all(a < b for a, b in zip(lrs[:4], lrs[1:5])) and all(a > b for a, b in zip(lrs[4:], lrs[5:]))
     assert lrs[8] == pytest.approx(0.05) and lrs[12] == pytest.approx(0.0)
     assert type(trainer.optimizer).__name__ == "SGD" and trainer.optimizer.defaults["nesterov"] is False
+
+
+def test_the_test_set_is_scored_once_when_the_best_epoch_is_the_last(fashion_dir: Path, monkeypatch) -> None:
+    """With one epoch (or the best validation at the last), the test set was evaluated twice, same weights."""
+    from ghnorth_cli.finetune.trainer import Trainer
+
+    calls: list[int] = []
+    evaluate = Trainer.evaluate
+
+    def counting(self, split, *args, **kwargs):
+        calls.append(len(split))
+        return evaluate(self, split, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "evaluate", counting)
+    result = finetune(tiny(fashion_dir, epochs=1))
+    assert calls == [6, 12]  # validation after epoch 1, then the test set once
+    metrics = result.metrics
+    assert metrics["best_epoch"] == 1
+    assert metrics["best"]["test_acc"] == metrics["final"]["test_acc"]
+    assert metrics["best"]["test_loss"] == metrics["final"]["test_loss"]

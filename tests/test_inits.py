@@ -44,3 +44,14 @@ def test_default_init_changes_nothing_and_orth_is_seeded():
     init_model_(a, method="orth", generator=torch.Generator().manual_seed(5))
     init_model_(b, method="orth", generator=torch.Generator().manual_seed(5))
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_cli_init_says_what_it_changed(cli, tmp_path) -> None:
+    """`init --method default` said "0 tensors initialized", as if nothing had been written."""
+    args = ("init", "--arch", "resnet18", "--num-classes", "10", "--img-size", "32", "--threads", "1")
+    default = cli(*args, "--method", "default", "-o", tmp_path / "rand.safetensors")
+    assert default.exit_code == 0, default.stderr
+    assert "all at the model's own init" in default.stderr and "0 tensors" not in default.stderr
+    orth = cli(*args, "--method", "orth", "-o", tmp_path / "orth.safetensors")
+    assert orth.exit_code == 0, orth.stderr
+    assert "20 of 122 tensors changed from the model's own init" in orth.stderr

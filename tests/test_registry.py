@@ -247,3 +247,17 @@ def test_download_without_names_fetches_the_ghn2s_only(cli, monkeypatch) -> None
     assert result.exit_code == 0, result.stderr
     assert asked == [name for name, entry in REGISTRY.items() if entry.hub is None]
     assert asked and not any(name.startswith("ghn3") for name in asked)  # 3.7 GB only when asked by name
+
+
+def test_a_ghn_path_that_is_not_a_file_says_what_it_is(tmp_path) -> None:
+    """`--ghn DIR` said "no such file", sending the user to look for a typo."""
+    import os
+
+    folder = tmp_path / "ghns"
+    folder.mkdir()
+    with pytest.raises(GHNNotAvailableError, match=r"ghns': is a directory, not a GHN file$"):
+        resolve_ghn(str(folder))
+    fifo = tmp_path / "pipe.pt"
+    os.mkfifo(fifo)
+    with pytest.raises(GHNNotAvailableError, match=r"pipe.pt': is a FIFO, not a GHN file$"):
+        resolve_ghn(str(fifo))

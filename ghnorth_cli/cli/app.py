@@ -28,6 +28,8 @@ INTERNAL_ERROR = "internal error"
 
 #: Longest error line; the whole message is logged first at debug level (``-v``).
 MAX_ERROR_CHARS = 400
+#: ``HF_HUB_VERBOSITY`` as the user set it (ghnorth sets it from -q / -v otherwise).
+_USER_HUB_VERBOSITY = os.environ.get("HF_HUB_VERBOSITY")
 
 
 def one_line(message: str, *, limit: int = MAX_ERROR_CHARS) -> str:
@@ -60,9 +62,28 @@ def set_verbosity(*, verbose: bool = False, quiet: bool = False) -> None:
     level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
     logging.captureWarnings(True)
+    _route_hub_logs(verbose=verbose)
     if quiet:
         warnings.simplefilter("ignore")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def _route_hub_logs(*, verbose: bool) -> None:
+    """Show huggingface_hub's own log lines once, and only under -v.
+
+    huggingface_hub gives its logger a handler of its own when imported and lets records reach the
+    root handler too, so every line came twice, and -q did not silence it; offline, a download
+    printed ~40 retry warnings before ghnorth's one error line. Its retries and network warnings
+    are detail: ghnorth reports the failure itself. ``HF_HUB_VERBOSITY`` (read when
+    huggingface_hub is imported, usually later) is set only when the user has not set it.
+    """
+    chosen = _USER_HUB_VERBOSITY or ("warning" if verbose else "error")
+    os.environ["HF_HUB_VERBOSITY"] = chosen
+    hub_logger = logging.getLogger("huggingface_hub")
+    hub_logger.propagate = False  # its own handler prints it; the root one would print it again
+    level = logging.getLevelName(chosen.upper())
+    if "huggingface_hub" in sys.modules and isinstance(level, int):  # imported already: the variable was read
+        hub_logger.setLevel(level)
 
 
 def is_quiet() -> bool:

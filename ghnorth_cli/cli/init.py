@@ -70,5 +70,7 @@ def init_command(
     entry = provenance(command="init", options=options, seed=seed, inputs=inputs, changed=len(changed))
     write_checkpoint(output, tensors, spec=spec, order=order, history=[entry], extra=extra)
     n_params = sum(p.numel() for p in model.parameters())
-    _logger.info("init %s: %s, %d parameters, %d tensors initialized -> %s",
-                 method, spec.arch, n_params, len(changed), output)
+    # `default` changes no tensor: "0 tensors initialized" read as if the output were empty.
+    what = ("all at the model's own init" if not changed
+            else f"{len(changed)} of {len(tensors)} tensors changed from the model's own init")
+    _logger.info("init %s: %s, %d parameters, %s -> %s", method, spec.arch, n_params, what, output)

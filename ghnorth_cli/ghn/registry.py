@@ -209,6 +209,10 @@ def resolve_ghn(spec: str | None = None, *, registry: Mapping[str, PretrainedGHN
     path = Path(spec).expanduser()
     if path.is_file():
         return ResolvedGHN(path, spec)
+    if path.exists():  # a folder, a FIFO, ...: "no such file" would send the user looking for a typo
+        from ghnorth_cli.files import _kind
+
+        raise GHNNotAvailableError(f"GHN {spec!r}: is {_kind(path.stat().st_mode)}, not a GHN file")
     names = ", ".join(registry)
     # No option name here either (see _fetch).
     raise GHNNotAvailableError(f"GHN {spec!r}: no such file, and not a known GHN ({names}) or an http(s) URL")
