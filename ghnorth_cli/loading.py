@@ -19,6 +19,8 @@ from ghnorth_cli.models import create_model as build_model
 from ghnorth_cli.models import model_args_for
 
 def _read(path: str | Path, arch: str | None) -> Checkpoint:
+    if not isinstance(path, (str, Path)):
+        raise CheckpointError(f"expected a checkpoint path (str or pathlib.Path), got {type(path).__name__} {path!r}")
     ckpt = read_checkpoint(path, arch=arch)  # a file, "-" or a model folder's model.safetensors
     if ckpt.spec is None:  # read_checkpoint requires one; kept for type checkers
         raise CheckpointError(f"{path}: has no ghnorth metadata; pass arch= to say which model it holds")

@@ -178,3 +178,10 @@ def test_push_to_hub_failure_is_one_line(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(huggingface_hub, "HfApi", Refusing)
     with pytest.raises(GhnorthError, match=r"^cannot upload .* me/r: 401 Client Error: Unauthorized$"):
         push_to_hub(tmp_path, "me/r")
+
+
+def test_load_model_refuses_what_is_not_a_path() -> None:
+    from ghnorth_cli.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="expected a checkpoint path .* got int 123"):
+        ghnorth_cli.load_model(123)

@@ -252,6 +252,9 @@ def _fetch_hub(entry: PretrainedGHN, *, progress: bool) -> Path:
            f"(it is read safely), or convert it once with `ghnorth ghn convert {hub.filename} {dest}`")
     if offline():
         raise GHNNotAvailableError(f"GHN {entry.name!r} is not cached and {OFFLINE_ENV} is set; {how}")
+    # Said before the call: offline, huggingface_hub retries with back-off for about half a minute.
+    log.info("GHN %r: fetching %s from the Hugging Face Hub (%s@%s)", entry.name, hub.filename, hub.repo_id,
+             hub.revision)
     try:
         released = hub_download(hub, progress=progress)
     except HubDownloadError as exc:
