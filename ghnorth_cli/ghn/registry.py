@@ -241,7 +241,7 @@ def _fetch(url: str, dest: Path, *, git_blob: str | None, name: str, progress: b
 
 def _fetch_hub(entry: PretrainedGHN, *, progress: bool) -> Path:
     """The cached safetensors conversion of a Hub GHN, made once from the (safely read) released file."""
-    from ghnorth_cli.ghn.hub import HubDownloadError, hub_download, snapshot_commit
+    from ghnorth_cli.ghn.hub import HubDownloadError, hf_offline, hub_download, snapshot_commit
     from ghnorth_cli.ghn.io import GHNFileError, convert_ghn
 
     dest = cached_file(entry)
@@ -252,9 +252,9 @@ def _fetch_hub(entry: PretrainedGHN, *, progress: bool) -> Path:
            f"(it is read safely), or convert it once with `ghnorth ghn convert {hub.filename} {dest}`")
     if offline():
         raise GHNNotAvailableError(f"GHN {entry.name!r} is not cached and {OFFLINE_ENV} is set; {how}")
-    # Said before the call: offline, huggingface_hub retries with back-off for about half a minute.
-    log.info("GHN %r: fetching %s from the Hugging Face Hub (%s@%s)", entry.name, hub.filename, hub.repo_id,
-             hub.revision)
+    if not hf_offline():  # said first: with no network, huggingface_hub retries for about half a minute
+        log.info("GHN %r: fetching %s from the Hugging Face Hub (%s@%s)", entry.name, hub.filename,
+                 hub.repo_id, hub.revision)
     try:
         released = hub_download(hub, progress=progress)
     except HubDownloadError as exc:
