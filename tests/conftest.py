@@ -39,3 +39,13 @@ def cli():
         return runner.invoke(app, [str(a) for a in args], input=input, catch_exceptions=False)
 
     return invoke
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch) -> Path:
+    """An empty ghnorth cache (``GHNORTH_HOME``), downloads allowed, no proxy (loopback servers only)."""
+    monkeypatch.setenv("GHNORTH_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("GHNORTH_OFFLINE", raising=False)
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path / "home"

@@ -74,14 +74,6 @@ def server(ghn_bytes):
         httpd.server_close()
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch) -> Path:
-    monkeypatch.setenv("GHNORTH_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("GHNORTH_OFFLINE", raising=False)
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    return tmp_path / "home"
-
 
 def _cached(home: Path) -> list[str]:
     folder = home / "ghns" / "urls"

@@ -56,14 +56,6 @@ def server(tmp_path: Path):
         httpd.server_close()
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch) -> Path:
-    monkeypatch.setenv("GHNORTH_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("GHNORTH_OFFLINE", raising=False)
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)  # loopback only, never through a proxy
-    return tmp_path / "home"
-
 
 def _entry(url: str, blob: str, name: str = "tiny") -> PretrainedGHN:
     return PretrainedGHN(name=name, filename=f"{name}.pt", url=url, git_blob_id=blob, config=TINY_CONFIG,
