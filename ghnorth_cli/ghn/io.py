@@ -309,10 +309,6 @@ def check_weights_fit(config: GHNConfig, state: dict[str, torch.Tensor]) -> None
                                  "not floating-point")
 
 
-def _key_mismatch(expected: dict[str, Any], found: dict[str, Any]) -> tuple[list[str], list[str]]:
-    return sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
-
-
 def load_ghn(path: str | Path, *, name: str | None = None, device: torch.device | str = "cpu"):
     """Load a GHN (GHN-2 or GHN-3) from a file of either format."""
     return build_ghn(read_ghn_file(path), name=name or str(path), device=device)
